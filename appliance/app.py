@@ -1,0 +1,98 @@
+"""create_app(settings, engine): the FastAPI application, built once from the settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import FastAPI
+
+from appliance import errors, health
+from appliance.auth import KeyRing, key_digest
+from appliance.middleware import AccessLog, BodyLimit
+from appliance.openai import chat, completions, models, sessions
+from appliance.sessions import SessionRegistry
+from appliance.state import ApplianceState
+from inference.engine import Engine
+from inference.model import LlamaModel, ModelConfig
+from inference.registry import verify
+from keep.settings import Settings
+
+log = logging.getLogger("keep.appliance")
+
+
+def load_engine(settings: Settings) -> Engine:
+    """Verify the pinned model's sha256, load it, and start the engine's worker."""
+    pin = settings.model_pin()
+    pinned = verify(pin.name, pin.path, pin.sha256)
+    config = ModelConfig(
+        n_gpu_layers=settings.n_gpu_layers,
+        n_threads=settings.n_threads,
+        n_ctx_per_seq=settings.n_ctx_per_session,
+        n_seq_max=settings.max_sessions,
+        n_batch=settings.n_batch,
+    )
+    return Engine(LlamaModel(pinned, config))
+
+
+def key_ring(settings: Settings) -> KeyRing:
+    digests = list(settings.api_key_hashes)
+    if settings.dev_api_key is not None:
+        digests.append(key_digest(settings.dev_api_key.get_secret_value()))
+    return KeyRing(digests)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> FastAPI:
+    """Build the app. An engine passed in stays the caller's; one loaded here is closed here."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = engine is None
+        running = await asyncio.to_thread(load_engine, settings) if engine is None else engine
+        registry = SessionRegistry(
+            running,
+            max_sessions=settings.max_sessions,
+            idle_ttl_s=settings.session_idle_ttl_s,
+        )
+        app.state.keep = ApplianceState(
+            settings=settings,
+            engine=running,
+            pinned=running.model.pinned,
+            sessions=registry,
+            keys=key_ring(settings),
+            loaded_at=int(time.time()),
+        )
+        reaper = asyncio.create_task(registry.run_reaper())
+        if on_ready is not None:
+            on_ready()
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            await registry.close_all()
+            if owned:
+                await asyncio.to_thread(running.close)
+
+    app = FastAPI(
+        title="Keep",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    errors.install(app)
+    for module in (health, models, chat, completions, sessions):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog)
+    return app

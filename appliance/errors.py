@@ -1,0 +1,215 @@
+"""The appliance's exception tree, and the one table that maps errors to OpenAI's envelope.
+
+    APIError                      500 server_error
+    ├── InvalidRequest            400 invalid_request_error
+    │   └── ContextLengthExceeded 400 context_length_exceeded
+    ├── Unauthorized              401 invalid_api_key
+    ├── NotFound                  404 not_found
+    │   ├── ModelNotFound         404 model_not_found
+    │   └── SessionNotFound       404 session_not_found
+    ├── MethodNotAllowed          405 method_not_allowed
+    ├── PayloadTooLarge           413 payload_too_large
+    ├── TooManyRequests           429 too_many_sessions (with Retry-After)
+    ├── NotReady                  503 not_ready
+    └── RequestTimeout            504 deadline_exceeded
+
+Every error body is `{"error": {"message", "type", "param", "code"}}`. Messages are fixed
+strings written here or in inference/errors.py: they never quote a request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from inference import errors as inference
+from inference.template import TemplateRenderError
+
+log = logging.getLogger("keep.appliance")
+
+
+class APIError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str | None] = "internal_error"
+    headers: ClassVar[Mapping[str, str]] = MappingProxyType({})
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(APIError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class Unauthorized(APIError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+    headers = MappingProxyType({"WWW-Authenticate": "Bearer"})
+
+
+class NotFound(APIError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+
+
+class MethodNotAllowed(APIError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(APIError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class TooManyRequests(APIError):
+    status = 429
+    type = "rate_limit_error"
+    code = "too_many_sessions"
+    headers = MappingProxyType({"Retry-After": "1"})
+
+
+class NotReady(APIError):
+    status = 503
+    type = "server_error"
+    code = "not_ready"
+
+
+class RequestTimeout(APIError):
+    status = 504
+    type = "timeout_error"
+    code = "deadline_exceeded"
+
+
+# The one table from inference errors to API errors: (API class, param it concerns).
+_INFERENCE: dict[type[inference.InferenceError], tuple[type[APIError], str | None]] = {
+    inference.GrammarError: (InvalidRequest, "response_format"),
+    inference.InvalidTokenId: (InvalidRequest, "logit_bias"),
+    TemplateRenderError: (InvalidRequest, "messages"),
+    inference.ContextOverflow: (ContextLengthExceeded, "messages"),
+    inference.NoFreeSequence: (TooManyRequests, None),
+    inference.DeadlineExceeded: (RequestTimeout, None),
+    inference.EngineStopped: (NotReady, None),
+    inference.ModelError: (NotReady, None),
+}
+
+
+def from_inference(exc: inference.InferenceError) -> APIError:
+    for cls in type(exc).__mro__:
+        if cls in _INFERENCE:
+            api_cls, param = _INFERENCE[cls]
+            return api_cls(str(exc), param=param)
+    return APIError("the request could not be completed")
+
+
+def envelope(exc: APIError) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": exc.message,
+            "type": exc.type,
+            "param": exc.param,
+            "code": exc.code,
+        }
+    }
+
+
+def error_response(exc: APIError) -> JSONResponse:
+    return JSONResponse(envelope(exc), status_code=exc.status, headers=dict(exc.headers))
+
+
+def _param(loc: tuple[int | str, ...]) -> str | None:
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or None
+
+
+def _validation(exc: RequestValidationError) -> APIError:
+    errors = exc.errors()
+    if not errors:
+        return InvalidRequest("the request body is not valid")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return InvalidRequest("the request body is not valid JSON")
+    if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+        return InvalidRequest("the request body is missing")
+    param = _param(tuple(first.get("loc", ())))
+    message = str(first.get("msg", "invalid value"))
+    where = f" at {param}" if param else ""
+    return InvalidRequest(f"invalid request{where}: {message}", param=param)
+
+
+def _http(exc: StarletteHTTPException) -> APIError:
+    if exc.status_code == 404:
+        return NotFound("no such route")
+    if exc.status_code == 405:
+        return MethodNotAllowed("method not allowed on this route")
+    if exc.status_code == 413:
+        return PayloadTooLarge("the request body is too large")
+    if 400 <= exc.status_code < 500:
+        err = InvalidRequest("the request body could not be parsed")
+        return err
+    return APIError("the request could not be completed")
+
+
+def install(app: FastAPI) -> None:
+    async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, APIError)
+        return error_response(exc)
+
+    async def on_inference_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, inference.InferenceError)
+        return error_response(from_inference(exc))
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(_validation(exc))
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(_http(exc))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Type only: an exception's text may quote the request.
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, _route(request))
+        return error_response(APIError("the request could not be completed"))
+
+    app.add_exception_handler(APIError, on_api_error)
+    app.add_exception_handler(inference.InferenceError, on_inference_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "?"))

@@ -1,0 +1,1 @@
+"""OpenAI-compatible endpoint families: wire models, serving logic and routers, kept apart."""

@@ -1,0 +1,133 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from appliance.errors import InvalidRequest
+from appliance.openai import serving
+from appliance.openai.protocol import (
+    ChatCompletionRequest,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    Usage,
+)
+from appliance.state import get_state, require_principal
+from inference import grammar as grammars
+from inference.sampling import Grammar
+from inference.template import ChatMessage, Role
+
+router = APIRouter()
+
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+
+
+class ChatShape:
+    def __init__(self, model: str) -> None:
+        self.id = serving.new_id("chatcmpl")
+        self.created = int(time.time())
+        self.model = model
+        self.include_usage = False
+
+    def _chunk(self, delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
+        chunk: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}],
+        }
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def first(self) -> dict[str, Any]:
+        return self._chunk({"role": "assistant", "content": ""}, None)
+
+    def delta(self, text: str) -> dict[str, Any]:
+        return self._chunk({"content": text}, None)
+
+    def last(self, reason: str) -> dict[str, Any]:
+        return self._chunk({}, reason)
+
+    def usage_only(self, usage: Usage) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage.model_dump(),
+        }
+
+    def complete(self, text: str, reason: str, usage: Usage) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": reason,
+                }
+            ],
+            "usage": usage.model_dump(),
+        }
+
+
+def _grammar(body: ChatCompletionRequest) -> Grammar | None:
+    fmt = body.response_format
+    if isinstance(fmt, JsonObjectFormat):
+        return grammars.json_object()
+    if isinstance(fmt, JsonSchemaFormat):
+        return grammars.json_schema(json.dumps(fmt.json_schema.schema_))
+    return None
+
+
+@router.post("/v1/chat/completions")
+async def create_chat_completion(
+    body: ChatCompletionRequest,
+    request: Request,
+    principal: Annotated[str, Depends(require_principal)],
+) -> Response:
+    state = get_state(request)
+    serving.check_model(state, body.model)
+    session = serving.named_session(state, request, principal)
+    model = state.engine.model
+    template = model.template
+    if template is None:
+        raise InvalidRequest("this model has no chat template; use /v1/completions")
+    messages = [ChatMessage(role=_ROLES[m.role], content=m.text()) for m in body.messages]
+
+    def prepare() -> tuple[list[int], Grammar | None]:
+        return model.tokenize_prompt(template.render(messages)), _grammar(body)
+
+    prompt, grammar = await asyncio.to_thread(prepare)
+    requested = body.max_completion_tokens or body.max_tokens
+    job = serving.plan(state, body, prompt, requested_max=requested, grammar=grammar)
+    shape = ChatShape(body.model)
+    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
+    shape.include_usage = include_usage
+    return await serving.run(
+        state,
+        session,
+        principal,
+        job,
+        stream=body.stream,
+        include_usage=include_usage,
+        shape=shape,
+    )

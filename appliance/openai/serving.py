@@ -1,0 +1,234 @@
+"""Serving logic shared by chat and text completions: limits, sessions, events to responses.
+
+A request is admitted in this order: model, limits, session, engine. The engine reports
+`Started` once the prompt is in the KV cache, and only then does a response begin, so every
+failure before the first token gets a real HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any, Protocol
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from appliance.errors import (
+    APIError,
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelNotFound,
+    RequestTimeout,
+    envelope,
+    from_inference,
+)
+from appliance.openai.protocol import GenerationFields, Usage
+from appliance.sessions import Session
+from appliance.state import ApplianceState
+from inference.engine import Event, Failed, Finished, Generation, GenerationRequest, TextDelta
+from inference.sampling import Grammar, SamplingParams
+
+SESSION_HEADER = "x-keep-session"
+# The worker enforces the deadline itself; this margin only covers a job still queued.
+_DEADLINE_GRACE_S = 0.5
+
+
+class Shape(Protocol):
+    """How one endpoint family formats its objects."""
+
+    def first(self) -> dict[str, Any] | None: ...
+    def delta(self, text: str) -> dict[str, Any]: ...
+    def last(self, reason: str) -> dict[str, Any]: ...
+    def usage_only(self, usage: Usage) -> dict[str, Any]: ...
+    def complete(self, text: str, reason: str, usage: Usage) -> dict[str, Any]: ...
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def check_model(state: ApplianceState, name: str) -> None:
+    if name != state.pinned.name:
+        raise ModelNotFound("the requested model does not exist", param="model")
+
+
+def named_session(state: ApplianceState, request: Request, principal: str) -> Session | None:
+    session_id = request.headers.get(SESSION_HEADER)
+    if session_id is None:
+        return None
+    return state.sessions.get(session_id, principal)
+
+
+def plan(
+    state: ApplianceState,
+    body: GenerationFields,
+    prompt: list[int],
+    *,
+    requested_max: int | None,
+    grammar: Grammar | None,
+) -> GenerationRequest:
+    settings = state.settings
+    n_ctx = state.engine.model.n_ctx_per_seq
+    if not prompt:
+        raise InvalidRequest("the prompt is empty", param="prompt")
+    if len(prompt) >= n_ctx:
+        raise ContextLengthExceeded(
+            f"the prompt is {len(prompt)} tokens; a session's context holds {n_ctx}",
+            param="messages",
+        )
+    cap = settings.max_tokens_cap
+    if requested_max is not None and requested_max > cap:
+        raise InvalidRequest(f"max_tokens may be at most {cap}", param="max_tokens")
+    room = n_ctx - len(prompt)
+    if requested_max is not None and requested_max > room:
+        raise ContextLengthExceeded(
+            f"the prompt ({len(prompt)} tokens) plus max_tokens exceed the context of {n_ctx}",
+            param="max_tokens",
+        )
+    stops = body.stop_list()
+    if len(stops) > settings.max_stop_sequences:
+        raise InvalidRequest(
+            f"at most {settings.max_stop_sequences} stop sequences are allowed", param="stop"
+        )
+    bias = {int(token): value for token, value in (body.logit_bias or {}).items()}
+    if any(token >= state.engine.model.n_vocab for token in bias):
+        raise InvalidRequest("a logit_bias token id is outside the vocabulary", param="logit_bias")
+    sampling = SamplingParams(
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        top_k=body.top_k or 0,
+        min_p=body.min_p or 0.0,
+        repetition_penalty=body.repetition_penalty or 1.0,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        seed=body.seed,
+        logit_bias=bias,
+        grammar=grammar,
+    )
+    return GenerationRequest(
+        prompt=prompt,
+        max_tokens=min(cap, room) if requested_max is None else requested_max,
+        sampling=sampling,
+        stop=stops,
+        deadline=time.monotonic() + settings.request_deadline_s,
+    )
+
+
+async def _next(generation: Generation, deadline: float) -> Event:
+    timeout = max(0.01, deadline - time.monotonic() + _DEADLINE_GRACE_S)
+    try:
+        return await asyncio.wait_for(generation.next_event(), timeout)
+    except TimeoutError:
+        generation.cancel()
+        raise RequestTimeout("the request ran past its deadline") from None
+
+
+def _usage(finished: Finished) -> Usage:
+    return Usage(
+        prompt_tokens=finished.prompt_tokens,
+        completion_tokens=finished.completion_tokens,
+        total_tokens=finished.prompt_tokens + finished.completion_tokens,
+    )
+
+
+def _account(session: Session, finished: Finished) -> None:
+    session.requests += 1
+    session.prompt_tokens += finished.prompt_tokens
+    session.completion_tokens += finished.completion_tokens
+
+
+def _sse(obj: dict[str, Any] | str) -> bytes:
+    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+async def run(
+    state: ApplianceState,
+    session: Session | None,
+    principal: str,
+    job: GenerationRequest,
+    *,
+    stream: bool,
+    include_usage: bool,
+    shape: Shape,
+) -> Response:
+    sessions = state.sessions
+    if session is None:
+        session = sessions.open(principal, ephemeral=True)
+    stack = AsyncExitStack()
+    generation: Generation | None = None
+    try:
+        await stack.enter_async_context(sessions.use(session, deadline=job.deadline))
+        generation = state.engine.submit(session.seq, job)
+        session.running = generation
+        first = await _next(generation, job.deadline)
+        if isinstance(first, Failed):
+            raise from_inference(first.error)
+    except BaseException:
+        if generation is not None:
+            generation.cancel()
+        await stack.aclose()
+        raise
+    if not stream:
+        try:
+            return JSONResponse(await _collect(session, generation, job, shape))
+        finally:
+            generation.cancel()
+            await stack.aclose()
+    return StreamingResponse(
+        _stream(session, generation, job, shape, include_usage, stack),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _collect(
+    session: Session, generation: Generation, job: GenerationRequest, shape: Shape
+) -> dict[str, Any]:
+    parts: list[str] = []
+    while True:
+        event = await _next(generation, job.deadline)
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        elif isinstance(event, Finished):
+            _account(session, event)
+            return shape.complete("".join(parts), event.reason, _usage(event))
+        elif isinstance(event, Failed):
+            raise from_inference(event.error)
+
+
+async def _stream(
+    session: Session,
+    generation: Generation,
+    job: GenerationRequest,
+    shape: Shape,
+    include_usage: bool,
+    stack: AsyncExitStack,
+) -> AsyncIterator[bytes]:
+    try:
+        first = shape.first()
+        if first is not None:
+            yield _sse(first)
+        while True:
+            event = await _next(generation, job.deadline)
+            if isinstance(event, TextDelta):
+                yield _sse(shape.delta(event.text))
+            elif isinstance(event, Finished):
+                _account(session, event)
+                yield _sse(shape.last(event.reason))
+                if include_usage:
+                    yield _sse(shape.usage_only(_usage(event)))
+                break
+            elif isinstance(event, Failed):
+                raise from_inference(event.error)
+    except APIError as exc:
+        yield _sse(envelope(exc))
+    finally:
+        generation.cancel()
+        await stack.aclose()
+    yield _sse("[DONE]")

@@ -1,0 +1,153 @@
+"""Sessions: server-issued ids, each owning one KV sequence, torn down on delete or idle TTL.
+
+Invariants:
+- A session id is random and issued by the server; a client never chooses one.
+- A session is visible only to the principal that opened it; to anyone else it does not exist.
+- One request at a time runs in a session; others wait in arrival order until the deadline.
+- Teardown frees the session's KV sequence. If a request is running, teardown cancels it and
+  the sequence is freed as soon as that request lets go of it.
+All methods run on the asyncio loop; only the engine's worker touches the KV cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from appliance.errors import RequestTimeout, SessionNotFound, TooManyRequests
+from inference.engine import Engine, Generation, SequenceHandle
+from inference.errors import NoFreeSequence
+
+log = logging.getLogger("keep.sessions")
+
+
+@dataclass(eq=False)
+class Session:
+    id: str
+    owner: str
+    seq: SequenceHandle
+    ephemeral: bool
+    ttl_s: float
+    started_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    closed: bool = False
+    released: bool = False
+    running: Generation | None = None
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def expires_at(self) -> float:
+        """Wall-clock time at which the session expires if left idle."""
+        return time.time() + self.ttl_s - (time.monotonic() - self.last_used)
+
+    def idle_for(self, now: float) -> float:
+        return now - self.last_used
+
+
+class SessionRegistry:
+    def __init__(self, engine: Engine, *, max_sessions: int, idle_ttl_s: float) -> None:
+        self._engine = engine
+        self._max = max_sessions
+        self._ttl = idle_ttl_s
+        self._live: dict[str, Session] = {}
+        self._ephemeral: set[Session] = set()
+
+    def __len__(self) -> int:
+        return len(self._live) + len(self._ephemeral)
+
+    def open(self, owner: str, *, ephemeral: bool = False) -> Session:
+        if len(self) >= self._max:
+            raise TooManyRequests("too many live sessions; retry shortly")
+        try:
+            seq = self._engine.acquire_sequence()
+        except NoFreeSequence:
+            raise TooManyRequests("too many live sessions; retry shortly") from None
+        session = Session(
+            id="sess_" + secrets.token_urlsafe(24),
+            owner=owner,
+            seq=seq,
+            ephemeral=ephemeral,
+            ttl_s=self._ttl,
+        )
+        if ephemeral:
+            self._ephemeral.add(session)
+        else:
+            self._live[session.id] = session
+        return session
+
+    def get(self, session_id: str, owner: str) -> Session:
+        session = self._live.get(session_id)
+        if session is None or session.owner != owner or session.closed:
+            raise SessionNotFound("no such session")
+        return session
+
+    async def close(self, session: Session) -> None:
+        """Tear down: forget the session now; free its sequence once no request holds it."""
+        if session.closed:
+            return
+        session.closed = True
+        self._live.pop(session.id, None)
+        if session.running is not None:
+            session.running.cancel()
+        if not session.lock.locked():
+            await self._release(session)
+
+    async def _release(self, session: Session) -> None:
+        if session.released:
+            return
+        session.released = True
+        self._ephemeral.discard(session)
+        await asyncio.wrap_future(self._engine.release_sequence(session.seq))
+
+    @asynccontextmanager
+    async def use(self, session: Session, *, deadline: float) -> AsyncIterator[Session]:
+        """Hold the session for one request; an ephemeral session is torn down after it."""
+        try:
+            try:
+                timeout = max(0.0, deadline - time.monotonic())
+                await asyncio.wait_for(session.lock.acquire(), timeout)
+            except TimeoutError:
+                raise RequestTimeout("the request ran past its deadline") from None
+            try:
+                if session.closed:
+                    raise SessionNotFound("no such session")
+                yield session
+            finally:
+                session.running = None
+                session.last_used = time.monotonic()
+                session.lock.release()
+        finally:
+            if session.ephemeral:
+                session.closed = True
+            if session.closed and not session.lock.locked():
+                await self._release(session)
+
+    async def reap(self) -> int:
+        """Tear down idle sessions past their TTL. Returns how many went."""
+        now = time.monotonic()
+        idle = [
+            s for s in self._live.values() if not s.lock.locked() and s.idle_for(now) > self._ttl
+        ]
+        for session in idle:
+            await self.close(session)
+        if idle:
+            log.info("expired %d idle session(s)", len(idle))
+        return len(idle)
+
+    async def close_all(self) -> None:
+        for session in list(self._live.values()):
+            await self.close(session)
+
+    async def run_reaper(self) -> None:
+        interval = min(5.0, max(0.05, self._ttl / 4))
+        while True:
+            await asyncio.sleep(interval)
+            await self.reap()

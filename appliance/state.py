@@ -1,0 +1,34 @@
+"""The appliance's runtime objects, held on `app.state` and reached through typed accessors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from appliance.auth import KeyRing, authenticate
+from appliance.sessions import SessionRegistry
+from inference.engine import Engine
+from inference.registry import PinnedModel
+from keep.settings import Settings
+
+
+@dataclass
+class ApplianceState:
+    settings: Settings
+    engine: Engine
+    pinned: PinnedModel
+    sessions: SessionRegistry
+    keys: KeyRing
+    loaded_at: int
+
+
+def get_state(request: Request) -> ApplianceState:
+    state = request.app.state.keep
+    assert isinstance(state, ApplianceState)
+    return state
+
+
+def require_principal(request: Request) -> str:
+    """FastAPI dependency: the authenticated principal, or 401."""
+    return authenticate(get_state(request).keys, request)

@@ -1,0 +1,1 @@
+"""The Django management plane (issue 5)."""

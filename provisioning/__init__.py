@@ -1,0 +1,1 @@
+"""Host-level changes: WireGuard, nftables, NGINX rendering, the appliance CA (issue 6)."""

@@ -1,0 +1,150 @@
+"""Shared fixtures: one real engine for the run, apps on it, and a real `keep serve`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from appliance.app import create_app, load_engine
+from inference.engine import Engine
+from keep.settings import DEFAULT_MODEL_NAME, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+KEEP = str(Path(sys.executable).parent / "keep")
+TEST_KEY = "keep-test-key-0123456789abcdef"
+MODEL = DEFAULT_MODEL_NAME
+
+# The default Q4_1 SmolLM2-135M answers short factual questions in English once it is told
+# to; with only its built-in system prompt it often drifts into French.
+SYSTEM = "Answer in one short English sentence."
+
+# Small sizes keep the suite inside two cores; four sequences are enough to show isolation.
+ENGINE_SETTINGS: dict[str, Any] = {
+    "max_sessions": 4,
+    "n_ctx_per_session": 1024,
+    "max_tokens_cap": 256,
+    "dev_api_key": TEST_KEY,
+}
+
+
+def make_settings(**overrides: Any) -> Settings:
+    return Settings(**{**ENGINE_SETTINGS, **overrides})
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    engine = load_engine(make_settings())
+    yield engine
+    engine.close()
+
+
+AppFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(engine: Engine) -> Iterator[AppFactory]:
+    """A TestClient on a fresh app over the shared engine; settings may be overridden."""
+    clients: list[TestClient] = []
+
+    def factory(**overrides: Any) -> TestClient:
+        settings = make_settings(**overrides)
+        client = TestClient(
+            create_app(settings, engine=engine),
+            headers={"Authorization": f"Bearer {TEST_KEY}"},
+            raise_server_exceptions=False,
+        )
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.__exit__(None, None, None)
+    assert engine.free_sequences == engine.model.n_seq_max, "a test leaked a KV sequence"
+
+
+@pytest.fixture
+def client(make_client: AppFactory) -> TestClient:
+    return make_client()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    key: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(tmp: Path, port: int, env: dict[str, str] | None = None) -> LiveServer:
+    log_path = tmp / f"keep-{port}.log"
+    environ = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KEEP_")},
+        "KEEP_DEV_API_KEY": TEST_KEY,
+        "KEEP_MAX_SESSIONS": "4",
+        "KEEP_N_CTX_PER_SESSION": "1024",
+        **(env or {}),
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [KEEP, "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=environ
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", TEST_KEY, process, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"keep serve exited early:\n{server.log()}")
+        try:
+            if httpx.get(server.base_url + "/readyz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"keep serve did not become ready:\n{server.log()}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = start_server(tmp_path_factory.mktemp("live"), free_port())
+    yield server
+    stop_server(server)
+
+
+def chat_body(content: str = "What is the capital of France?", **extra: Any) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}],
+        "temperature": 0,
+        "max_tokens": 24,
+        **extra,
+    }

@@ -1,0 +1,115 @@
+"""A real `keep serve` process, driven by the official openai client and by raw HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import MODEL, SYSTEM, LiveServer, free_port, start_server, stop_server
+
+
+@pytest.fixture
+def ai(live_server: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=live_server.base_url + "/v1", api_key=live_server.key)
+
+
+def test_openai_client_gets_paris(ai: openai.OpenAI) -> None:
+    completion = ai.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "What is the capital of France?"},
+        ],
+        temperature=0,
+        max_tokens=32,
+    )
+    assert "Paris" in (completion.choices[0].message.content or "")
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens > 0
+
+
+def test_openai_client_streams_with_usage(ai: openai.OpenAI) -> None:
+    stream = ai.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Say hello."}],
+        temperature=0,
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens <= 12
+
+
+def test_openai_client_lists_models_and_completes_text(ai: openai.OpenAI) -> None:
+    assert [m.id for m in ai.models.list()] == [MODEL]
+    completion = ai.completions.create(model=MODEL, prompt="One, two,", max_tokens=4)
+    assert completion.choices[0].text
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens <= 4
+
+
+def test_openai_client_raises_its_own_errors(ai: openai.OpenAI, live_server: LiveServer) -> None:
+    with pytest.raises(openai.NotFoundError):
+        ai.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError):
+        ai.chat.completions.create(model=MODEL, messages=[], max_tokens=2)
+    bad = openai.OpenAI(base_url=live_server.base_url + "/v1", api_key="keep-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+
+
+def test_logs_carry_no_content(live_server: LiveServer) -> None:
+    canary = "CANARY-LOG-91f3a7"
+    headers = {"Authorization": f"Bearer {live_server.key}"}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": f"Repeat: {canary}"}]}
+    httpx.post(
+        live_server.base_url + "/v1/chat/completions",
+        json={**body, "max_tokens": 16},
+        headers=headers,
+        timeout=60,
+    )
+    httpx.post(
+        live_server.base_url + "/v1/chat/completions",
+        json={**body, "temperature": canary},
+        headers=headers,
+        timeout=60,
+    )
+    httpx.post(
+        live_server.base_url + "/v1/chat/completions",
+        json={
+            **body,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "object", "pattern": canary}},
+            },
+        },
+        headers=headers,
+        timeout=60,
+    )
+    log = live_server.log()
+    assert "POST /v1/chat/completions 200" in log  # the access log is there...
+    assert canary not in log  # ...and carries no content
+    assert "Repeat" not in log
+
+
+def test_context_setting_reaches_the_engine(tmp_path: Path) -> None:
+    server = start_server(tmp_path, free_port(), {"KEEP_N_CTX_PER_SESSION": "256"})
+    try:
+        headers = {"Authorization": f"Bearer {server.key}"}
+        over = httpx.post(
+            server.base_url + "/v1/chat/completions",
+            json={"model": MODEL, "messages": [{"role": "user", "content": "word " * 300}]},
+            headers=headers,
+            timeout=60,
+        )
+        assert over.status_code == 400
+        assert over.json()["error"]["code"] == "context_length_exceeded"
+    finally:
+        stop_server(server)
