@@ -27,19 +27,19 @@ def _configure_logging(settings: Settings) -> None:
 
 def _banner(settings: Settings, dev_key: str | None) -> None:
     base = f"http://{settings.host}:{settings.port}"
-    lines = [f"Keep is ready on {base} serving {settings.model}."]
+    lines = [f"Keep is ready on {base}, serving {settings.model}."]
     if dev_key is not None:
         lines += [
             "",
-            "Dev API key (shown once, held only in this process's memory):",
+            "Dev API key (shown once; held only in this process's memory):",
             f"  export KEEP_API_KEY={dev_key}",
             "",
             "Try it:",
             f"  curl -s {base}/v1/chat/completions \\",
-            '    -H "Authorization: Bearer $KEEP_API_KEY" -H "Content-Type: application/json" \\',
-            f'    -d \'{{"model": "{settings.model}", "messages": '
-            '[{"role": "user", "content": "What is the capital of France?"}], '
-            '"temperature": 0}\'',
+            f'    -H "Authorization: Bearer {dev_key}" -H "Content-Type: application/json" \\',
+            f'    -d \'{{"model": "{settings.model}", "temperature": 0, "messages": ['
+            '{"role": "system", "content": "Answer in one short English sentence."}, '
+            '{"role": "user", "content": "What is the capital of France?"}]}\'',
         ]
     print("\n".join(lines), flush=True)
 

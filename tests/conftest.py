@@ -96,18 +96,23 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(tmp: Path, port: int, env: dict[str, str] | None = None) -> LiveServer:
+def start_server(
+    tmp: Path, port: int, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> LiveServer:
     log_path = tmp / f"keep-{port}.log"
     environ = {
         **{k: v for k, v in os.environ.items() if not k.startswith("KEEP_")},
-        "KEEP_DEV_API_KEY": TEST_KEY,
+        **({} if "--dev-key" in args else {"KEEP_DEV_API_KEY": TEST_KEY}),
         "KEEP_MAX_SESSIONS": "4",
         "KEEP_N_CTX_PER_SESSION": "1024",
         **(env or {}),
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [KEEP, "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=environ
+            [KEEP, "serve", "--port", str(port), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environ,
         )
     server = LiveServer(f"http://127.0.0.1:{port}", TEST_KEY, process, log_path)
     deadline = time.monotonic() + 60

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -68,10 +71,14 @@ def test_openai_client_raises_its_own_errors(ai: openai.OpenAI, live_server: Liv
 def test_logs_carry_no_content(live_server: LiveServer) -> None:
     canary = "CANARY-LOG-91f3a7"
     headers = {"Authorization": f"Bearer {live_server.key}"}
-    body = {"model": MODEL, "messages": [{"role": "user", "content": f"Repeat: {canary}"}]}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": f"Repeat: {canary}"}],
+        "max_tokens": 16,
+    }
     httpx.post(
         live_server.base_url + "/v1/chat/completions",
-        json={**body, "max_tokens": 16},
+        json=body,
         headers=headers,
         timeout=60,
     )
@@ -111,5 +118,27 @@ def test_context_setting_reaches_the_engine(tmp_path: Path) -> None:
         )
         assert over.status_code == 400
         assert over.json()["error"]["code"] == "context_length_exceeded"
+    finally:
+        stop_server(server)
+
+
+def test_dev_key_banner_prints_a_working_curl_command(tmp_path: Path) -> None:
+    server = start_server(tmp_path, free_port(), args=("--dev-key",))
+    try:
+        banner = server.log()
+        keys = re.findall(r"export KEEP_API_KEY=(keep-\S+)", banner)
+        assert len(keys) == 1
+        assert banner.count(keys[0]) == 2  # the export line and the curl command, nowhere else
+        start = banner.index("  curl -s ")
+        command = banner[start:].split("\n\n")[0]
+        command = "\n".join(
+            line for line in command.splitlines() if line.startswith(("  curl", "    -"))
+        )
+        result = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=120, check=True
+        )
+        assert "Paris" in json.loads(result.stdout)["choices"][0]["message"]["content"]
+        auth = {"Authorization": f"Bearer {keys[0]}"}
+        assert httpx.get(server.base_url + "/v1/models", headers=auth).status_code == 200
     finally:
         stop_server(server)

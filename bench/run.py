@@ -1,0 +1,22 @@
+"""`make bench`: every benchmark, each printing its ratio against a same-run reference."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = ["engine_vs_llama_server.py"]
+
+
+def main() -> int:
+    failed = 0
+    for name in BENCHMARKS:
+        print(f"== {name}", flush=True)
+        failed |= subprocess.run([sys.executable, str(HERE / name)], check=False).returncode
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
