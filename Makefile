@@ -21,13 +21,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help apt deps run test lint bench clean
+.PHONY: help apt deps run test lint bench llama-cuda clean
 
 help:
 	@echo "make run    install what is missing and start Keep on 127.0.0.1:8080"
 	@echo "make test   install what is missing and run the whole test suite"
 	@echo "make lint   ruff, mypy and import-linter"
 	@echo "make bench  benchmarks, each printing a ratio against a reference"
+	@echo "make llama-cuda  rebuild llama-cpp-python with CUDA (needs the CUDA toolkit)"
 
 apt:
 	@bash scripts/ensure-apt.sh $(PYTHON) $(APT_PACKAGES)
@@ -59,6 +60,12 @@ lint: deps
 
 bench: deps
 	$(BIN)/python bench/run.py
+
+# A CUDA build of llama-cpp-python, for hosts with an NVIDIA GPU and the CUDA toolkit. It is
+# built without pip's cache so that the CPU wheel cached for development is left alone.
+llama-cuda: deps
+	CMAKE_ARGS="-DGGML_CUDA=on" $(PIP) install --force-reinstall --no-deps --no-cache-dir \
+		--no-binary llama-cpp-python -c constraints.txt llama-cpp-python
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -35,7 +35,7 @@ def load_engine(settings: Settings) -> Engine:
         n_seq_max=settings.max_sessions,
         n_batch=settings.n_batch,
     )
-    return Engine(LlamaModel(pinned, config))
+    return Engine(LlamaModel(pinned, config), prefill_order=settings.prefill_order)
 
 
 def key_ring(settings: Settings) -> KeyRing:

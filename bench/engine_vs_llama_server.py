@@ -2,13 +2,15 @@
 
 Both servers are driven over HTTP with streaming on: greedy decoding, every end-of-generation
 token banned through logit_bias (so each run yields exactly N tokens), prompt caching off on
-llama-server. Reported per server: time to first token and single-stream decode tokens/s,
-each the median of several interleaved runs, and the ratio Keep/llama-server.
+llama-server. Reported per server: time to first token and single-stream decode tokens/s
+(medians of interleaved runs), and aggregate tokens/s with 1, 4, 8 and 16 concurrent streams
+(generated tokens over wall time), each with the ratio Keep/llama-server.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -109,18 +111,47 @@ def one_stream(url: str, body: dict[str, object], headers: dict[str, str], n: in
     return Run(ttft_s=first - start, decode_tok_s=(n - 1) / max(last - first, 1e-9))
 
 
+async def _aggregate_once(
+    url: str, body: dict[str, object], headers: dict[str, str], n: int, concurrency: int
+) -> float:
+    async def one(client: httpx.AsyncClient, i: int) -> int:
+        payload = {**body, "prompt": f"{PROMPT} (Reader {i}.)"}
+        got = 0
+        async with client.stream("POST", url, json=payload, headers=headers) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if line.startswith("data: {") and '"text": ""' not in line:
+                    got += 1
+        return got
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(one(client, i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return concurrency * n / elapsed
+
+
+def aggregate(
+    url: str, body: dict[str, object], headers: dict[str, str], n: int, concurrency: int
+) -> float:
+    return asyncio.run(_aggregate_once(url, body, headers, n, concurrency))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 8, 16])
     args = parser.parse_args()
 
     pin = DEFAULT_MODELS[0]
     model = verify(pin.name, pin.path, pin.sha256)
     binary = llama_server()
     bans = {str(t): -100.0 for t in eog_tokens(model.path)}
-    ctx = 2048
+    ctx = 512  # per session: the prompt (~60 tokens) plus the completion
+    slots = max(args.concurrency)
     body = {
         "model": pin.name,
         "prompt": PROMPT,
@@ -135,7 +166,7 @@ def main() -> int:
         **env,
         "KEEP_DEV_API_KEY": KEY,
         "KEEP_N_THREADS": str(args.threads),
-        "KEEP_MAX_SESSIONS": "1",
+        "KEEP_MAX_SESSIONS": str(slots),
         "KEEP_N_CTX_PER_SESSION": str(ctx),
         "KEEP_MAX_TOKENS_CAP": str(args.tokens),
         "KEEP_LOG_LEVEL": "warning",
@@ -178,6 +209,11 @@ def main() -> int:
         for _ in range(args.runs):
             keep_runs.append(one_stream(keep_url + "/v1/completions", body, auth, args.tokens))
             ref_runs.append(one_stream(ref_url + "/v1/completions", ref_body, {}, args.tokens))
+        agg: dict[int, tuple[float, float]] = {}
+        for c in args.concurrency:
+            k = aggregate(keep_url + "/v1/completions", body, auth, args.tokens, c)
+            r = aggregate(ref_url + "/v1/completions", ref_body, {}, args.tokens, c)
+            agg[c] = (k, r)
 
     def med(runs: list[Run], attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in runs)
@@ -194,6 +230,9 @@ def main() -> int:
         f"{'time to first token ms':<28}{k_ttft * 1000:>12.1f}{r_ttft * 1000:>14.1f}"
         f"{k_ttft / r_ttft:>8.2f}x"
     )
+    for c, (k, r) in agg.items():
+        label = f"aggregate tok/s, {c} streams"
+        print(f"{label:<28}{k:>12.1f}{r:>14.1f}{k / r:>8.2f}x")
     return 0
 
 

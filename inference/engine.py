@@ -1,11 +1,20 @@
-"""The inference engine: one model, one worker thread, one KV sequence per session.
+"""The inference engine: one model, one scheduler thread, continuous batching over sequences.
+
+Each step the scheduler builds one batch from two parts: one decode token for every
+generating request, then prompt chunks of admitted requests in arrival order, up to
+`n_batch` tokens in all. It calls llama_decode once per step and samples every request
+that has logits in it, each with its own sampler chain.
 
 Invariants:
-- Only the worker thread touches the llama.cpp context, so the asyncio loop never blocks.
-- Jobs run in arrival order (a FIFO queue); this engine decodes one request at a time.
+- Only the scheduler thread touches the llama.cpp context, so the asyncio loop never blocks.
+- Requests are admitted in arrival order; their prompts are prefilled in arrival order, or
+  shortest first when so configured.
 - A sequence id belongs to one owner from `acquire_sequence` until `release_sequence`, which
-  removes its KV cells before the id can be handed out again. Nothing is shared between
-  sequences: a request re-uses only the KV prefix its own sequence already holds.
+  stops any request on it and removes its KV cells before the id is handed out again.
+  Nothing is shared between sequences: a request re-uses only the KV prefix its own
+  sequence already holds.
+- Cancellation and deadlines are checked before every step, so a cancelled request leaves
+  the batch within one step.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ log = logging.getLogger("keep.inference")
 
 T = TypeVar("T")
 FinishReason = Literal["stop", "length"]
+PrefillOrder = Literal["arrival", "shortest_first"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,31 @@ class _Stop:
     pass
 
 
-_Job = Callable[[], None] | _Stop
+@dataclass(eq=False)
+class _Admit:
+    seq: int
+    request: GenerationRequest
+    gen: Generation
+
+
+_Job = Callable[[], None] | _Stop | _Admit
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One running request on its sequence."""
+
+    seq: int
+    request: GenerationRequest
+    gen: Generation
+    chain: SamplerChain
+    text: TextStream
+    n_prompt: int
+    n_past: int
+    feed: list[int]
+    prefilling: bool = True
+    n_gen: int = 0
+    logits_at: int = -1
 
 
 @dataclass
@@ -126,15 +160,26 @@ class EngineStats:
     completion_tokens: int = 0
     reused_tokens: int = 0
     queue_depth: int = 0
+    slots_in_use: int = 0
+    steps: int = 0
+    step_seconds: float = 0.0
+    last_step_seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        tokens = self.prompt_tokens + self.completion_tokens
+        return tokens / self.step_seconds if self.step_seconds else 0.0
 
 
 class Engine:
-    def __init__(self, model: LlamaModel) -> None:
+    def __init__(self, model: LlamaModel, *, prefill_order: PrefillOrder = "arrival") -> None:
         self.model = model
+        self.prefill_order = prefill_order
         self.stats = EngineStats()
         self._free = list(range(model.n_seq_max))
         self._pool = threading.Lock()
         self._kv_tokens: dict[int, list[int]] = {s: [] for s in range(model.n_seq_max)}
+        self._slots: dict[int, _Slot] = {}
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="keep-inference", daemon=True)
@@ -151,9 +196,12 @@ class Engine:
             return SequenceHandle(self._free.pop(0))
 
     def release_sequence(self, seq: SequenceHandle) -> concurrent.futures.Future[None]:
-        """Remove the sequence's KV cells (on the worker), then return its id to the pool."""
+        """Stop any request on the sequence, remove its KV cells, and return its id."""
 
         def release() -> None:
+            slot = self._slots.get(seq.id)
+            if slot is not None:
+                self._finish(slot, Failed(Cancelled("the request was cancelled")))
             self.model.forget(seq.id)
             self._kv_tokens[seq.id] = []
             with self._pool:
@@ -171,29 +219,40 @@ class Engine:
         n = self.model.n_seq_max
         return self.call(lambda: sum(1 for s in range(n) if self.model.seq_pos_max(s) >= 0))
 
+    def active_slots(self) -> concurrent.futures.Future[int]:
+        """How many requests are in the batch (prefilling or generating)."""
+        return self.call(lambda: len(self._slots))
+
     # Work
 
     def call(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
-        """Run `fn` on the worker thread, after every job queued before it."""
+        """Run `fn` on the scheduler thread, between steps, after every job queued before it.
+
+        `fn` runs even if the caller stops waiting (cancelling the future): a release must
+        happen whether or not anyone is still there to see it.
+        """
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def job() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
+            waited = future.set_running_or_notify_cancel()
             try:
-                future.set_result(fn())
+                result = fn()
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                future.set_exception(exc)
+                if waited:
+                    future.set_exception(exc)
+                return
+            if waited:
+                future.set_result(result)
 
         self._put(job)
         return future
 
     def submit(self, seq: SequenceHandle, request: GenerationRequest) -> Generation:
-        generation = Generation(asyncio.get_running_loop())
         if len(request.prompt) == 0:
             raise ValueError("an empty prompt cannot be decoded")
+        generation = Generation(asyncio.get_running_loop())
         self.stats.queue_depth += 1
-        self._put(lambda: self._generate(seq.id, request, generation))
+        self._put(_Admit(seq.id, request, generation))
         return generation
 
     def _put(self, job: _Job) -> None:
@@ -214,58 +273,67 @@ class Engine:
     def alive(self) -> bool:
         return not self._closed and self._worker.is_alive()
 
+    # The scheduler thread.
+
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
-            if isinstance(job, _Stop):
-                return
             try:
+                if not self._take_jobs():
+                    break
+                if self._slots:
+                    self._step()
+            except Exception as exc:  # noqa: BLE001 - a bug must not kill the scheduler
+                # Type only: an exception's text may quote a request.
+                log.error("inference step failed: %s", type(exc).__name__)
+                self._fail_all(InferenceError("generation failed"))
+        self._fail_all(EngineStopped("the engine stopped"))
+
+    def _take_jobs(self) -> bool:
+        """Run queued jobs; wait for one only when nothing is running. False on stop."""
+        block = not self._slots
+        while True:
+            try:
+                job = self._jobs.get(block=block)
+            except queue.Empty:
+                return True
+            block = False
+            if isinstance(job, _Stop):
+                return False
+            if isinstance(job, _Admit):
+                self._admit(job)
+            else:
                 job()
-            except Exception:
-                # A job must report its own failure; this is a bug guard, logged without
-                # content (exception type only).
-                log.exception("inference job failed unexpectedly")
 
-    # The generation loop, on the worker thread.
-
-    def _generate(self, seq: int, request: GenerationRequest, gen: Generation) -> None:
+    def _admit(self, job: _Admit) -> None:
         self.stats.queue_depth -= 1
+        request, gen = job.request, job.gen
         try:
-            self._generate_inner(seq, request, gen)
+            self._check(request, gen)
+            prompt = list(request.prompt)
+            if len(prompt) + request.max_tokens > self.model.n_ctx_per_seq:
+                raise ContextOverflow("the prompt and completion exceed the session's context")
+            if job.seq in self._slots:
+                raise InferenceError("the sequence is already running a request")
+            chain = SamplerChain(self.model.vocab, self.model.n_vocab, request.sampling)
         except InferenceError as exc:
             gen.emit(Failed(exc))
-        except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker
-            log.error("generation failed: %s", type(exc).__name__)
-            self.model.forget(seq)
-            self._kv_tokens[seq] = []
-            gen.emit(Failed(InferenceError("generation failed")))
+            return
+        keep = self._reusable_prefix(job.seq, prompt)
+        self.stats.reused_tokens += keep
+        self._slots[job.seq] = _Slot(
+            seq=job.seq,
+            request=request,
+            gen=gen,
+            chain=chain,
+            text=TextStream(request.stop),
+            n_prompt=len(prompt),
+            n_past=keep,
+            feed=prompt[keep:],
+        )
+        self.stats.slots_in_use = len(self._slots)
 
-    @staticmethod
-    def _check(request: GenerationRequest, gen: Generation) -> None:
-        if gen.cancelled:
-            raise Cancelled("the request was cancelled")
-        if time.monotonic() > request.deadline:
-            raise DeadlineExceeded("the request ran past its deadline")
-
-    def _generate_inner(self, seq: int, request: GenerationRequest, gen: Generation) -> None:
-        model = self.model
-        self._check(request, gen)
-        prompt = list(request.prompt)
-        if len(prompt) + request.max_tokens > model.n_ctx_per_seq:
-            raise ContextOverflow("the prompt and completion exceed the session's context")
-        chain = SamplerChain(model.vocab, model.n_vocab, request.sampling)
-        try:
-            pos = self._prefill(seq, prompt, request, gen)
-            self.stats.requests += 1
-            self.stats.prompt_tokens += len(prompt)
-            gen.emit(Started(prompt_tokens=len(prompt)))
-            self._decode_loop(seq, pos, chain, request, gen, len(prompt))
-        finally:
-            chain.close()
-
-    def _prefill(
-        self, seq: int, prompt: list[int], request: GenerationRequest, gen: Generation
-    ) -> int:
+    def _reusable_prefix(self, seq: int, prompt: list[int]) -> int:
+        """Keep the longest common prefix of this sequence's own KV and the new prompt."""
         cached = self._kv_tokens[seq]
         keep = 0
         for a, b in zip(cached, prompt, strict=False):
@@ -277,50 +345,98 @@ class Engine:
             self.model.forget(seq)
             keep = 0
         del cached[keep:]
-        self.stats.reused_tokens += keep
-        n_batch = self.model.config.n_batch
-        for start in range(keep, len(prompt), n_batch):
-            self._check(request, gen)
-            chunk = prompt[start : start + n_batch]
-            last = start + len(chunk) == len(prompt)
-            self.model.decode(seq, chunk, start, want_logits=last)
-            cached.extend(chunk)
-        return len(prompt)
+        return keep
 
-    def _decode_loop(
-        self,
-        seq: int,
-        pos: int,
-        chain: SamplerChain,
-        request: GenerationRequest,
-        gen: Generation,
-        n_prompt: int,
-    ) -> None:
+    @staticmethod
+    def _check(request: GenerationRequest, gen: Generation) -> None:
+        if gen.cancelled:
+            raise Cancelled("the request was cancelled")
+        if time.monotonic() > request.deadline:
+            raise DeadlineExceeded("the request ran past its deadline")
+
+    def _step(self) -> None:
+        for slot in list(self._slots.values()):
+            try:
+                self._check(slot.request, slot.gen)
+            except InferenceError as exc:
+                self._finish(slot, Failed(exc))
+        if not self._slots:
+            return
+        entries: list[tuple[int, int, int, bool]] = []
+        fed: list[tuple[_Slot, int]] = []
+        for slot in self._slots.values():
+            if not slot.prefilling:
+                slot.logits_at = len(entries)
+                entries.append((slot.seq, slot.feed[0], slot.n_past, True))
+                fed.append((slot, 1))
+        budget = self.model.config.n_batch - len(entries)
+        waiting = [slot for slot in self._slots.values() if slot.prefilling]
+        if self.prefill_order == "shortest_first":
+            waiting.sort(key=lambda slot: len(slot.feed))
+        for slot in waiting:
+            if budget <= 0:
+                break
+            chunk = slot.feed[:budget]
+            done = len(chunk) == len(slot.feed)
+            for i, token in enumerate(chunk):
+                entries.append((slot.seq, token, slot.n_past + i, done and i == len(chunk) - 1))
+            slot.logits_at = len(entries) - 1 if done else -1
+            fed.append((slot, len(chunk)))
+            budget -= len(chunk)
+        started = time.perf_counter()
+        self.model.decode_batch(entries)
+        elapsed = time.perf_counter() - started
+        self.stats.steps += 1
+        self.stats.step_seconds += elapsed
+        self.stats.last_step_seconds = elapsed
+        for slot, n in fed:
+            self._kv_tokens[slot.seq].extend(slot.feed[:n])
+            slot.n_past += n
+            del slot.feed[:n]
+            if slot.feed:
+                continue  # more prompt to prefill
+            if slot.prefilling:
+                slot.prefilling = False
+                self.stats.requests += 1
+                self.stats.prompt_tokens += slot.n_prompt
+                slot.gen.emit(Started(prompt_tokens=slot.n_prompt))
+            self._sample(slot)
+
+    def _sample(self, slot: _Slot) -> None:
         model = self.model
-        cached = self._kv_tokens[seq]
-        text = TextStream(request.stop)
-        n_gen = 0
-        reason: FinishReason = "length"
-        while n_gen < request.max_tokens:
-            token = chain.sample(model.ctx, -1)
-            if model.is_eog(token):
-                reason = "stop"
-                break
-            n_gen += 1
-            delta = text.push(model.piece(token))
-            if delta:
-                gen.emit(TextDelta(delta))
-            if text.stopped:
-                reason = "stop"
-                break
-            if n_gen >= request.max_tokens or pos >= model.n_ctx_per_seq:
-                break
-            self._check(request, gen)
-            model.decode(seq, [token], pos, want_logits=True)
-            cached.append(token)
-            pos += 1
-        tail = text.finish()
+        token = slot.chain.sample(model.ctx, slot.logits_at)
+        if model.is_eog(token):
+            self._complete(slot, "stop")
+            return
+        slot.n_gen += 1
+        delta = slot.text.push(model.piece(token))
+        if delta:
+            slot.gen.emit(TextDelta(delta))
+        if slot.text.stopped:
+            self._complete(slot, "stop")
+        elif slot.n_gen >= slot.request.max_tokens or slot.n_past >= model.n_ctx_per_seq:
+            self._complete(slot, "length")
+        else:
+            slot.feed = [token]
+
+    def _complete(self, slot: _Slot, reason: FinishReason) -> None:
+        tail = slot.text.finish()
         if tail:
-            gen.emit(TextDelta(tail))
-        self.stats.completion_tokens += n_gen
-        gen.emit(Finished(reason=reason, prompt_tokens=n_prompt, completion_tokens=n_gen))
+            slot.gen.emit(TextDelta(tail))
+        self.stats.completion_tokens += slot.n_gen
+        self._finish(
+            slot,
+            Finished(reason=reason, prompt_tokens=slot.n_prompt, completion_tokens=slot.n_gen),
+        )
+
+    def _finish(self, slot: _Slot, event: Event) -> None:
+        self._slots.pop(slot.seq, None)
+        self.stats.slots_in_use = len(self._slots)
+        slot.chain.close()
+        slot.gen.emit(event)
+
+    def _fail_all(self, error: InferenceError) -> None:
+        for slot in list(self._slots.values()):
+            self.model.forget(slot.seq)
+            self._kv_tokens[slot.seq] = []
+            self._finish(slot, Failed(error))

@@ -189,19 +189,18 @@ class LlamaModel:
 
     # Context: worker thread only.
 
-    def decode(self, seq: int, tokens: Sequence[int], start_pos: int, *, want_logits: bool) -> None:
-        """Decode `tokens` of sequence `seq` from `start_pos`; logits only for the last one."""
-        if not 0 < len(tokens) <= self.config.n_batch:
+    def decode_batch(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
+        """One llama_decode over `(seq, token, pos, want_logits)` entries, in batch order."""
+        if not 0 < len(entries) <= self.config.n_batch:
             raise ValueError("batch size out of range")
         batch = self._batch
-        for i, token in enumerate(tokens):
+        for i, (seq, token, pos, logits) in enumerate(entries):
             batch.token[i] = token
-            batch.pos[i] = start_pos + i
+            batch.pos[i] = pos
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = seq
-            batch.logits[i] = 0
-        batch.logits[len(tokens) - 1] = 1 if want_logits else 0
-        batch.n_tokens = len(tokens)
+            batch.logits[i] = 1 if logits else 0
+        batch.n_tokens = len(entries)
         rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
             raise InferenceError(f"llama_decode failed with status {rc}")

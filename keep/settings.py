@@ -13,7 +13,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -103,8 +111,17 @@ class Settings(BaseSettings):
         le=262144,
         description="KV cache tokens each session owns: the prompt plus completion limit.",
     )
+    prefill_order: Literal["arrival", "shortest_first"] = Field(
+        "arrival",
+        description="Which waiting prompts the batch takes first: in arrival order, or the "
+        "shortest first (lower time to first token for short prompts under load).",
+    )
     n_batch: int = Field(
-        512, ge=32, le=8192, description="Largest prompt chunk decoded in one llama.cpp call."
+        512,
+        ge=32,
+        le=8192,
+        description="Most tokens in one llama.cpp decode step: one per generating session "
+        "plus prompt chunks.",
     )
 
     # Sessions
@@ -181,6 +198,13 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters")
         return value
 
+    @model_validator(mode="after")
+    def _batch_fits_every_session(self) -> Settings:
+        # Each step carries one decode token per generating session, so a batch must fit all.
+        if self.n_batch < self.max_sessions:
+            raise ValueError("KEEP_N_BATCH must be at least KEEP_MAX_SESSIONS")
+        return self
+
     def model_pin(self) -> ModelPin:
         for pin in self.models:
             if pin.name == self.model:
@@ -219,8 +243,9 @@ def load_settings(**overrides: Any) -> Settings:
 def _describe(exc: ValidationError) -> str:
     first = exc.errors(include_input=False, include_url=False)[0]
     loc = [str(part) for part in first["loc"]]
-    name = "KEEP_" + loc[0].upper() if loc else "KEEP_CONFIG"
-    where = "".join(f"[{part}]" for part in loc[1:])
     more = len(exc.errors())
     suffix = f" (and {more - 1} more)" if more > 1 else ""
-    return f"{name}{where}: {first['msg']}{suffix}"
+    if not loc:  # a check across settings names them in its own message
+        return first["msg"].removeprefix("Value error, ") + suffix
+    where = "".join(f"[{part}]" for part in loc[1:])
+    return f"KEEP_{loc[0].upper()}{where}: {first['msg']}{suffix}"

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from appliance.app import create_app, load_engine
@@ -29,9 +31,9 @@ MODEL = DEFAULT_MODEL_NAME
 # to; with only its built-in system prompt it often drifts into French.
 SYSTEM = "Answer in one short English sentence."
 
-# Small sizes keep the suite inside two cores; four sequences are enough to show isolation.
+# Small sizes keep the suite inside two cores; eight sequences show batching and isolation.
 ENGINE_SETTINGS: dict[str, Any] = {
-    "max_sessions": 4,
+    "max_sessions": 8,
     "n_ctx_per_session": 1024,
     "max_tokens_cap": 256,
     "dev_api_key": TEST_KEY,
@@ -153,3 +155,36 @@ def chat_body(content: str = "What is the capital of France?", **extra: Any) -> 
         "max_tokens": 24,
         **extra,
     }
+
+
+ServerFactory = Callable[..., str]
+
+
+@pytest.fixture
+def serve_inproc(engine: Engine) -> Iterator[ServerFactory]:
+    """A real uvicorn server in a thread, over the shared engine: real sockets and real
+    disconnects, with the engine still in reach of the test."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def factory(**overrides: Any) -> str:
+        port = free_port()
+        app = create_app(make_settings(port=port, **overrides), engine=engine)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the in-process server did not start")
+            time.sleep(0.02)
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield factory
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert engine.free_sequences == engine.model.n_seq_max, "a test leaked a KV sequence"

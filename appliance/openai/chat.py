@@ -123,6 +123,7 @@ async def create_chat_completion(
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     shape.include_usage = include_usage
     return await serving.run(
+        request,
         state,
         session,
         principal,

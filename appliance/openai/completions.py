@@ -79,6 +79,7 @@ async def create_completion(
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     shape.include_usage = include_usage
     return await serving.run(
+        request,
         state,
         session,
         principal,

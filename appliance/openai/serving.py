@@ -11,12 +11,13 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any, Protocol
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from appliance.errors import (
     APIError,
@@ -147,7 +148,17 @@ def _sse(obj: dict[str, Any] | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
+async def _cancel_on_disconnect(request: Request, generation: Generation) -> None:
+    """A non-streaming client that hangs up frees its slot: poll for the disconnect."""
+    while not generation.done:
+        if await request.is_disconnected():
+            generation.cancel()
+            return
+        await asyncio.sleep(0.05)
+
+
 async def run(
+    request: Request,
     state: ApplianceState,
     session: Session | None,
     principal: str,
@@ -175,16 +186,32 @@ async def run(
         await stack.aclose()
         raise
     if not stream:
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, generation))
         try:
             return JSONResponse(await _collect(session, generation, job, shape))
         finally:
+            watcher.cancel()
             generation.cancel()
             await stack.aclose()
-    return StreamingResponse(
+    return _ClosingStream(
         _stream(session, generation, job, shape, include_usage, stack),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+class _ClosingStream(StreamingResponse):
+    """Closes its body generator when the response ends. When a client hangs up, Starlette
+    abandons the generator at a `yield`; closing it here runs its cleanup now (cancel the
+    generation, release the session and its KV sequence) instead of whenever GC runs."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            body = self.body_iterator
+            if isinstance(body, AsyncGenerator):
+                await body.aclose()
 
 
 async def _collect(

@@ -171,3 +171,20 @@ def test_the_event_loop_stays_responsive_while_decoding(engine: Engine) -> None:
     worst = asyncio.run(scenario())
     # A 5 ms sleep that took 250 ms would mean decoding ran on the loop's thread.
     assert worst < 0.25
+
+
+def test_a_release_happens_even_if_nobody_waits_for_it(engine: Engine) -> None:
+    async def scenario() -> None:
+        seq = engine.acquire_sequence()
+        gen = engine.submit(seq, GenerationRequest(prompt_for(engine, "Hello"), 4, GREEDY))
+        await drain(gen)
+        waiter = asyncio.ensure_future(asyncio.wrap_future(engine.release_sequence(seq)))
+        waiter.cancel()  # as when the request that releases it is itself cancelled
+        for _ in range(200):
+            if engine.free_sequences == engine.model.n_seq_max:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert engine.free_sequences == engine.model.n_seq_max
+    assert live(engine) == 0

@@ -96,3 +96,10 @@ def test_keep_serve_refuses_to_start_without_any_api_key() -> None:
     )
     assert result.returncode == 2
     assert "KEEP_API_KEY_HASHES" in result.stderr
+
+
+def test_batch_must_fit_one_token_per_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEP_MAX_SESSIONS", "64")
+    monkeypatch.setenv("KEEP_N_BATCH", "32")
+    with pytest.raises(SettingsError, match=r"^KEEP_N_BATCH must be at least KEEP_MAX_SESSIONS"):
+        load_settings()
