@@ -106,7 +106,6 @@ async def create_chat_completion(
 ) -> Response:
     state = get_state(request)
     serving.check_model(state, body.model)
-    session = serving.named_session(state, request, principal)
     model = state.engine.model
     template = model.template
     if template is None:
@@ -116,9 +115,14 @@ async def create_chat_completion(
     def prepare() -> tuple[list[int], Grammar | None]:
         return model.tokenize_prompt(template.render(messages)), _grammar(body)
 
-    prompt, grammar = await asyncio.to_thread(prepare)
-    requested = body.max_completion_tokens or body.max_tokens
-    job = serving.plan(state, body, prompt, requested_max=requested, grammar=grammar)
+    session = serving.admit(state, request, principal)
+    try:
+        prompt, grammar = await asyncio.to_thread(prepare)
+        requested = body.max_completion_tokens or body.max_tokens
+        job = serving.plan(state, body, prompt, requested_max=requested, grammar=grammar)
+    except BaseException:
+        await serving.discard(state, session)
+        raise
     shape = ChatShape(body.model)
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     shape.include_usage = include_usage
@@ -126,7 +130,6 @@ async def create_chat_completion(
         request,
         state,
         session,
-        principal,
         job,
         stream=body.stream,
         include_usage=include_usage,

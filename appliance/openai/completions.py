@@ -68,13 +68,17 @@ async def create_completion(
 ) -> Response:
     state = get_state(request)
     serving.check_model(state, body.model)
-    session = serving.named_session(state, request, principal)
     model = state.engine.model
     text = body.prompt_text()
-    prompt = await asyncio.to_thread(
-        lambda: model.tokenize(text, add_special=model.add_bos, parse_special=False)
-    )
-    job = serving.plan(state, body, prompt, requested_max=body.max_tokens, grammar=None)
+    session = serving.admit(state, request, principal)
+    try:
+        prompt = await asyncio.to_thread(
+            lambda: model.tokenize(text, add_special=model.add_bos, parse_special=False)
+        )
+        job = serving.plan(state, body, prompt, requested_max=body.max_tokens, grammar=None)
+    except BaseException:
+        await serving.discard(state, session)
+        raise
     shape = CompletionShape(body.model)
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     shape.include_usage = include_usage
@@ -82,7 +86,6 @@ async def create_completion(
         request,
         state,
         session,
-        principal,
         job,
         stream=body.stream,
         include_usage=include_usage,

@@ -58,11 +58,19 @@ def check_model(state: ApplianceState, name: str) -> None:
         raise ModelNotFound("the requested model does not exist", param="model")
 
 
-def named_session(state: ApplianceState, request: Request, principal: str) -> Session | None:
+def admit(state: ApplianceState, request: Request, principal: str) -> Session:
+    """The request's session, taken before any work is done so that a full appliance
+    answers 429 at once: the one named by the header, or a new ephemeral one."""
     session_id = request.headers.get(SESSION_HEADER)
     if session_id is None:
-        return None
+        return state.sessions.open(principal, ephemeral=True)
     return state.sessions.get(session_id, principal)
+
+
+async def discard(state: ApplianceState, session: Session) -> None:
+    """Give back an ephemeral session taken by `admit` for a request that never ran."""
+    if session.ephemeral:
+        await state.sessions.close(session)
 
 
 def plan(
@@ -160,8 +168,7 @@ async def _cancel_on_disconnect(request: Request, generation: Generation) -> Non
 async def run(
     request: Request,
     state: ApplianceState,
-    session: Session | None,
-    principal: str,
+    session: Session,
     job: GenerationRequest,
     *,
     stream: bool,
@@ -169,8 +176,6 @@ async def run(
     shape: Shape,
 ) -> Response:
     sessions = state.sessions
-    if session is None:
-        session = sessions.open(principal, ephemeral=True)
     stack = AsyncExitStack()
     generation: Generation | None = None
     try:

@@ -29,6 +29,12 @@ PROMPTS = [
 ]
 
 
+def never_stop(engine: Engine) -> dict[str, float]:
+    """A logit_bias that bans every end-of-generation token, so a request runs to max_tokens."""
+    eog = [t for t in range(engine.model.n_vocab) if engine.model.is_eog(t)]
+    return {str(t): -100.0 for t in eog}
+
+
 async def stream_chat(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> str:
     import json
 
@@ -115,6 +121,7 @@ def test_a_cancelled_request_leaves_the_batch_within_one_step(engine: Engine) ->
 def test_a_client_that_hangs_up_frees_its_slot(serve_inproc: ServerFactory, engine: Engine) -> None:
     base = serve_inproc()
     body = chat_body("Write a very long essay about mountains.", max_tokens=250, stream=True)
+    body["logit_bias"] = never_stop(engine)
     with (
         httpx.Client(timeout=60) as client,
         client.stream("POST", base + "/v1/chat/completions", json=body, headers=AUTH) as r,
