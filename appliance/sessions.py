@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from appliance.errors import RequestTimeout, SessionNotFound, TooManyRequests
 from inference.engine import Engine, Generation, SequenceHandle
 from inference.errors import NoFreeSequence
+from rag.collection import Collection
 
 log = logging.getLogger("keep.sessions")
 
@@ -39,6 +40,7 @@ class Session:
     closed: bool = False
     released: bool = False
     running: Generation | None = None
+    collection: Collection | None = None
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -105,6 +107,9 @@ class SessionRegistry:
             return
         session.released = True
         self._ephemeral.discard(session)
+        if session.collection is not None:
+            session.collection.close()
+            session.collection = None
         await asyncio.wrap_future(self._engine.release_sequence(session.seq))
 
     @asynccontextmanager

@@ -11,6 +11,8 @@ from appliance.sessions import SessionRegistry
 from inference.engine import Engine
 from inference.registry import PinnedModel
 from keep.settings import Settings
+from rag.collection import CollectionLimits, MemoryBudget
+from rag.embedder import Embedder
 
 
 @dataclass
@@ -21,6 +23,9 @@ class ApplianceState:
     sessions: SessionRegistry
     keys: KeyRing
     loaded_at: int
+    embedder: Embedder
+    collection_limits: CollectionLimits
+    budget: MemoryBudget
 
 
 def get_state(request: Request) -> ApplianceState:

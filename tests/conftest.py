@@ -18,9 +18,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from appliance.app import create_app, load_engine
+from appliance.app import create_app, load_embedder, load_engine
 from inference.engine import Engine
 from keep.settings import DEFAULT_MODEL_NAME, Settings
+from rag.embedder import Embedder
 
 ROOT = Path(__file__).resolve().parent.parent
 KEEP = str(Path(sys.executable).parent / "keep")
@@ -51,18 +52,25 @@ def engine() -> Iterator[Engine]:
     engine.close()
 
 
+@pytest.fixture(scope="session")
+def embedder() -> Iterator[Embedder]:
+    embedder = load_embedder(make_settings())
+    yield embedder
+    embedder.close()
+
+
 AppFactory = Callable[..., TestClient]
 
 
 @pytest.fixture
-def make_client(engine: Engine) -> Iterator[AppFactory]:
+def make_client(engine: Engine, embedder: Embedder) -> Iterator[AppFactory]:
     """A TestClient on a fresh app over the shared engine; settings may be overridden."""
     clients: list[TestClient] = []
 
     def factory(**overrides: Any) -> TestClient:
         settings = make_settings(**overrides)
         client = TestClient(
-            create_app(settings, engine=engine),
+            create_app(settings, engine=engine, embedder=embedder),
             headers={"Authorization": f"Bearer {TEST_KEY}"},
             raise_server_exceptions=False,
         )
@@ -161,14 +169,14 @@ ServerFactory = Callable[..., str]
 
 
 @pytest.fixture
-def serve_inproc(engine: Engine) -> Iterator[ServerFactory]:
+def serve_inproc(engine: Engine, embedder: Embedder) -> Iterator[ServerFactory]:
     """A real uvicorn server in a thread, over the shared engine: real sockets and real
     disconnects, with the engine still in reach of the test."""
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def factory(**overrides: Any) -> str:
         port = free_port()
-        app = create_app(make_settings(port=port, **overrides), engine=engine)
+        app = create_app(make_settings(port=port, **overrides), engine=engine, embedder=embedder)
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
         )

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from appliance.errors import InvalidRequest
-from appliance.openai import serving
+from appliance.openai import retrieval, serving
 from appliance.openai.protocol import (
     ChatCompletionRequest,
     JsonObjectFormat,
@@ -39,6 +39,13 @@ class ChatShape:
         self.created = int(time.time())
         self.model = model
         self.include_usage = False
+        # Keep's extension: the passages retrieval put into the prompt, or None without RAG.
+        self.citations: list[dict[str, Any]] | None = None
+
+    def _keep(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if self.citations is not None:
+            obj["keep"] = {"citations": self.citations}
+        return obj
 
     def _chunk(self, delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
         chunk: dict[str, Any] = {
@@ -59,7 +66,7 @@ class ChatShape:
         return self._chunk({"content": text}, None)
 
     def last(self, reason: str) -> dict[str, Any]:
-        return self._chunk({}, reason)
+        return self._keep(self._chunk({}, reason))
 
     def usage_only(self, usage: Usage) -> dict[str, Any]:
         return {
@@ -72,21 +79,23 @@ class ChatShape:
         }
 
     def complete(self, text: str, reason: str, usage: Usage) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": None,
-                    "finish_reason": reason,
-                }
-            ],
-            "usage": usage.model_dump(),
-        }
+        return self._keep(
+            {
+                "id": self.id,
+                "object": "chat.completion",
+                "created": self.created,
+                "model": self.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "logprobs": None,
+                        "finish_reason": reason,
+                    }
+                ],
+                "usage": usage.model_dump(),
+            }
+        )
 
 
 def _grammar(body: ChatCompletionRequest) -> Grammar | None:
@@ -111,19 +120,31 @@ async def create_chat_completion(
     if template is None:
         raise InvalidRequest("this model has no chat template; use /v1/completions")
     messages = [ChatMessage(role=_ROLES[m.role], content=m.text()) for m in body.messages]
+    requested = body.max_completion_tokens or body.max_tokens
+    settings = state.settings
+    reserve = requested or min(settings.max_tokens_cap, model.n_ctx_per_seq // 4)
+    budget = max(1, model.n_ctx_per_seq - reserve)
 
-    def prepare() -> tuple[list[int], Grammar | None]:
-        return model.tokenize_prompt(template.render(messages)), _grammar(body)
+    def tokens_of(candidate: list[ChatMessage]) -> list[int]:
+        return model.tokenize_prompt(template.render(candidate))
 
     session = serving.admit(state, request, principal)
     try:
-        prompt, grammar = await asyncio.to_thread(prepare)
-        requested = body.max_completion_tokens or body.max_tokens
+        query = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        passages = await retrieval.retrieve(state, session, body.keep, query)
+
+        def prepare() -> tuple[list[int], list[retrieval.Passage], Grammar | None]:
+            prompt, used = retrieval.assemble(tokens_of, messages, passages or [], budget)
+            return prompt, used, _grammar(body)
+
+        prompt, used, grammar = await asyncio.to_thread(prepare)
         job = serving.plan(state, body, prompt, requested_max=requested, grammar=grammar)
     except BaseException:
         await serving.discard(state, session)
         raise
     shape = ChatShape(body.model)
+    if passages is not None:
+        shape.citations = retrieval.citations(used)
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     shape.include_usage = include_usage
     return await serving.run(

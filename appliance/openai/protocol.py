@@ -113,6 +113,7 @@ class ChatCompletionRequest(GenerationFields):
     messages: Annotated[list[ChatMessageIn], Field(min_length=1, max_length=4096)]
     max_completion_tokens: Annotated[int, Field(ge=1, lt=INT64)] | None = None
     response_format: ResponseFormat | None = None
+    keep: KeepOptions | None = None
 
 
 class CompletionRequest(GenerationFields):
@@ -150,3 +151,52 @@ class ModelOut(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelOut]
+
+
+class RagOptions(Wire):
+    top_k: Annotated[int, Field(ge=1, le=100)] | None = None
+    min_score: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
+
+
+class KeepOptions(Wire):
+    """Keep's extension to chat completions: `"keep": {"rag": {...} | false}`."""
+
+    rag: Literal[False] | RagOptions | None = None
+
+
+class DocumentIn(Wire):
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    text: str
+
+
+class DocumentsIn(Wire):
+    documents: Annotated[list[DocumentIn], Field(min_length=1, max_length=1024)]
+
+
+class DocumentOut(BaseModel):
+    id: str
+    object: Literal["document"] = "document"
+    name: str
+    bytes: int
+    chunks: int
+
+
+class DocumentList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DocumentOut]
+
+
+class DocumentDeleted(BaseModel):
+    id: str
+    object: Literal["document.deleted"] = "document.deleted"
+    deleted: bool = True
+
+
+class EmbeddingRequest(Wire):
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    input: str | Annotated[list[str], Field(min_length=1)]
+    encoding_format: Literal["float", "base64"] = "float"
+    user: Annotated[str, Field(max_length=256)] | None = None
+
+
+ChatCompletionRequest.model_rebuild()
