@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -33,12 +32,11 @@ _ROLES: dict[str, Role] = {
 }
 
 
-class ChatShape:
+class ChatShape(serving.ShapeBase):
+    chunk_object = "chat.completion.chunk"
+
     def __init__(self, model: str) -> None:
-        self.id = serving.new_id("chatcmpl")
-        self.created = int(time.time())
-        self.model = model
-        self.include_usage = False
+        super().__init__(model, id_prefix="chatcmpl")
         # Keep's extension: the passages retrieval put into the prompt, or None without RAG.
         self.citations: list[dict[str, Any]] | None = None
 
@@ -47,55 +45,24 @@ class ChatShape:
             obj["keep"] = {"citations": self.citations}
         return obj
 
-    def _chunk(self, delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}],
-        }
-        if self.include_usage:
-            chunk["usage"] = None
-        return chunk
+    @staticmethod
+    def _choice(delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
 
     def first(self) -> dict[str, Any]:
-        return self._chunk({"role": "assistant", "content": ""}, None)
+        return self.chunk(self._choice({"role": "assistant", "content": ""}, None))
 
     def delta(self, text: str) -> dict[str, Any]:
-        return self._chunk({"content": text}, None)
+        return self.chunk(self._choice({"content": text}, None))
 
     def last(self, reason: str) -> dict[str, Any]:
-        return self._keep(self._chunk({}, reason))
-
-    def usage_only(self, usage: Usage) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage.model_dump(),
-        }
+        return self._keep(self.chunk(self._choice({}, reason)))
 
     def complete(self, text: str, reason: str, usage: Usage) -> dict[str, Any]:
-        return self._keep(
-            {
-                "id": self.id,
-                "object": "chat.completion",
-                "created": self.created,
-                "model": self.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "logprobs": None,
-                        "finish_reason": reason,
-                    }
-                ],
-                "usage": usage.model_dump(),
-            }
-        )
+        message = {"role": "assistant", "content": text}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
+        out = self.envelope("chat.completion", [choice]) | {"usage": usage.model_dump()}
+        return self._keep(out)
 
 
 def _grammar(body: ChatCompletionRequest) -> Grammar | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -16,48 +15,24 @@ from appliance.state import get_state, require_principal
 router = APIRouter()
 
 
-class CompletionShape:
-    def __init__(self, model: str) -> None:
-        self.id = serving.new_id("cmpl")
-        self.created = int(time.time())
-        self.model = model
-        self.include_usage = False
+class CompletionShape(serving.ShapeBase):
+    chunk_object = "text_completion"
 
-    def _chunk(self, text: str, reason: str | None) -> dict[str, Any]:
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": reason}],
-        }
-        if self.include_usage:
-            chunk["usage"] = None
-        return chunk
+    def _choice(self, text: str, reason: str | None) -> dict[str, Any]:
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
 
     def first(self) -> None:
         return None
 
     def delta(self, text: str) -> dict[str, Any]:
-        return self._chunk(text, None)
+        return self.chunk(self._choice(text, None))
 
     def last(self, reason: str) -> dict[str, Any]:
-        return self._chunk("", reason)
-
-    def usage_only(self, usage: Usage) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage.model_dump(),
-        }
+        return self.chunk(self._choice("", reason))
 
     def complete(self, text: str, reason: str, usage: Usage) -> dict[str, Any]:
-        chunk = self._chunk(text, reason)
-        chunk["usage"] = usage.model_dump()
-        return chunk
+        out = self.envelope(self.chunk_object, [self._choice(text, reason)])
+        return out | {"usage": usage.model_dump()}
 
 
 @router.post("/v1/completions")
@@ -79,7 +54,7 @@ async def create_completion(
     except BaseException:
         await serving.discard(state, session)
         raise
-    shape = CompletionShape(body.model)
+    shape = CompletionShape(body.model, id_prefix="cmpl")
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     shape.include_usage = include_usage
     return await serving.run(

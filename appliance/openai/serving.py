@@ -53,6 +53,36 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
+class ShapeBase:
+    """What every endpoint family's objects share: id, timestamps, the usage slot."""
+
+    chunk_object: str = ""
+
+    def __init__(self, model: str, *, id_prefix: str) -> None:
+        self.id = new_id(id_prefix)
+        self.created = int(time.time())
+        self.model = model
+        self.include_usage = False
+
+    def envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+
+    def chunk(self, choice: dict[str, Any]) -> dict[str, Any]:
+        out = self.envelope(self.chunk_object, [choice])
+        if self.include_usage:
+            out["usage"] = None  # OpenAI sends the key on every chunk once usage is asked for
+        return out
+
+    def usage_only(self, usage: Usage) -> dict[str, Any]:
+        return self.envelope(self.chunk_object, []) | {"usage": usage.model_dump()}
+
+
 def check_model(state: ApplianceState, name: str) -> None:
     if name != state.pinned.name:
         raise ModelNotFound("the requested model does not exist", param="model")
