@@ -21,6 +21,7 @@ import random
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,13 @@ def bench_ingest(embedder: Embedder, n_docs: int) -> None:
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEP_")}
-    env |= {"KEEP_DEV_API_KEY": KEY, "KEEP_LOG_LEVEL": "warning", "HF_HUB_OFFLINE": "1"}
+    env |= {
+        "KEEP_DEV_API_KEY": KEY,
+        "KEEP_LOG_LEVEL": "warning",
+        "HF_HUB_OFFLINE": "1",
+        "KEEP_RAG_MAX_DOCUMENTS_PER_SESSION": "100000",
+        "KEEP_RAG_MAX_CHUNKS_PER_SESSION": "10000000",
+    }
     cmd = [str(Path(sys.executable).parent / "keep"), "serve", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
     with (
@@ -173,32 +180,60 @@ def bench_rag_ttft(embedder: Embedder, n_chunks: int, runs: int) -> None:
     app = create_app(settings, engine=engine, embedder=embedder)
     question = "How many strokes does the host use to whisk the tea?"
     with TestClient(app, headers={"Authorization": f"Bearer {KEY}"}) as client:
-        session = client.post("/v1/sessions").json()["id"]
         state = app.state.keep
-        live = state.sessions.get(session, state.keys.principal(KEY))
+        principal = state.keys.principal(KEY)
         corpus = json.loads(CORPUS.read_text())["documents"]
         real = [d["text"] for d in corpus]
         rng = np.random.default_rng(11)
         filler = rng.standard_normal((n_chunks - len(real), embedder.dimension), dtype=np.float32)
         filler /= np.linalg.norm(filler, axis=1, keepdims=True)
         vectors = np.concatenate([embedder.encode(real), filler * 0.2])
-        chunks = [Chunk(t, 0, len(t)) for t in real] + [
-            Chunk(f"filler {i}", 0, 8) for i in range(len(filler))
-        ]
-        collection = Collection(embedder, state.collection_limits, state.budget)
+        chunks, offset = [], 0
+        for text in real + [f"filler {i}" for i in range(len(filler))]:
+            chunks.append(Chunk(text, offset, offset + len(text)))
+            offset += len(text)
+        limits = replace(state.collection_limits, max_chunks=n_chunks)
+        collection = Collection(embedder, limits, state.budget)
         collection.add([PreparedDocument("bench", 0, chunks)], vectors)
-        live.collection = collection
-        headers = {"X-Keep-Session": session}
+        by_start = {c.start: c.text for c in chunks}
         body = {"model": DEFAULT_MODEL_NAME, "temperature": 0, "max_tokens": 1, "stream": True}
         with_rag = {**body, "messages": [{"role": "user", "content": question}]}
-        first = client.post(
-            "/v1/chat/completions", json={**with_rag, "stream": False}, headers=headers
-        ).json()
-        cited = first["keep"]["citations"]
+
+        def in_fresh_session(payload: dict[str, object], ttft: bool) -> object:
+            # A new session each time, so no run re-uses another's KV prefix; the collection
+            # is lent to it and taken back before the session is torn down.
+            session = client.post("/v1/sessions").json()["id"]
+            live = state.sessions.get(session, principal)
+            live.collection = collection
+            try:
+                return (
+                    measure(payload, {"X-Keep-Session": session})
+                    if ttft
+                    else (
+                        client.post(
+                            "/v1/chat/completions",
+                            json={**payload, "stream": False},
+                            headers={"X-Keep-Session": session},
+                        ).json()
+                    )
+                )
+            finally:
+                live.collection = None
+                client.delete(f"/v1/sessions/{session}")
+
+        def measure(payload: dict[str, object], headers: dict[str, str]) -> float:
+            t0 = time.perf_counter()
+            with client.stream("POST", "/v1/chat/completions", json=payload, headers=headers) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        return time.perf_counter() - t0
+            raise SystemExit("no chunk")
+
         from appliance.openai.retrieval import with_passages
         from inference.template import ChatMessage
         from rag.collection import Passage
 
+        cited = in_fresh_session(with_rag, ttft=False)["keep"]["citations"]  # type: ignore[index]
         inline = with_passages(
             [ChatMessage("user", question)],
             [
@@ -208,7 +243,7 @@ def bench_rag_ttft(embedder: Embedder, n_chunks: int, runs: int) -> None:
                     c["start"],
                     c["end"],
                     c["score"],
-                    chunks_text(collection, c),
+                    by_start[c["start"]],
                 )
                 for c in cited
             ],
@@ -216,21 +251,12 @@ def bench_rag_ttft(embedder: Embedder, n_chunks: int, runs: int) -> None:
         without_rag = {
             **body,
             "messages": [{"role": m.role, "content": m.content} for m in inline],
-            "keep": {"rag": False},
         }
-
-        def ttft(payload: dict[str, object]) -> float:
-            t0 = time.perf_counter()
-            with client.stream("POST", "/v1/chat/completions", json=payload, headers=headers) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: {"):
-                        return time.perf_counter() - t0
-            raise SystemExit("no chunk")
-
         on, off = [], []
         for _ in range(runs):
-            on.append(ttft(with_rag))
-            off.append(ttft(without_rag))
+            on.append(in_fresh_session(with_rag, ttft=True))
+            off.append(measure(without_rag, {}))
+        collection.close()
     engine.close()
     delta = (statistics.median(on) - statistics.median(off)) * 1000
     print(
@@ -238,13 +264,6 @@ def bench_rag_ttft(embedder: Embedder, n_chunks: int, runs: int) -> None:
         f"same prompt without rag: {statistics.median(off) * 1000:.1f} ms; "
         f"retrieval adds {delta:.1f} ms"
     )
-
-
-def chunks_text(collection: object, citation: dict[str, object]) -> str:
-    for doc_id, chunk in collection._chunks.values():  # type: ignore[attr-defined]
-        if doc_id == citation["document_id"] and chunk.start == citation["start"]:
-            return str(chunk.text)
-    raise SystemExit("cited chunk not found")
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import importlib.metadata
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,10 @@ class Embedder:
                 f"embedder {config.name!r}: tree sha256 of {root} is {actual}, "
                 f"but the pin is {config.sha256}; refusing it"
             )
+        # Offline whatever the caller's environment says: no hub, no telemetry, ever.
+        os.environ.update(
+            HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1"
+        )
         import torch
         from sentence_transformers import SentenceTransformer
 
