@@ -134,20 +134,22 @@ _RAG: dict[type[rag.RagError], tuple[type[APIError], str | None]] = {
 }
 
 
-def from_inference(exc: inference.InferenceError) -> APIError:
+def _mapped(
+    table: Mapping[type[Exception], tuple[type[APIError], str | None]], exc: Exception
+) -> APIError:
     for cls in type(exc).__mro__:
-        if cls in _INFERENCE:
-            api_cls, param = _INFERENCE[cls]
+        if cls in table:
+            api_cls, param = table[cls]
             return api_cls(str(exc), param=param)
     return APIError("the request could not be completed")
+
+
+def from_inference(exc: inference.InferenceError) -> APIError:
+    return _mapped(_INFERENCE, exc)  # type: ignore[arg-type]
 
 
 def from_rag(exc: rag.RagError) -> APIError:
-    for cls in type(exc).__mro__:
-        if cls in _RAG:
-            api_cls, param = _RAG[cls]
-            return api_cls(str(exc), param=param)
-    return APIError("the request could not be completed")
+    return _mapped(_RAG, exc)  # type: ignore[arg-type]
 
 
 def envelope(exc: APIError) -> dict[str, Any]:

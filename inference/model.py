@@ -39,20 +39,16 @@ class ModelConfig:
 class _LlamaLog:
     """llama.cpp's log, routed so that nothing it prints can carry request content.
 
-    While a model loads its lines go to the debug log (metadata, not content). Afterwards
-    they are counted and dropped: a grammar parse error, for one, quotes the grammar.
+    Its lines are counted and dropped, never printed: a grammar parse error, for one,
+    quotes the grammar, which comes from a request.
     """
 
     def __init__(self) -> None:
-        self.loading = threading.Event()
         self.dropped = 0
         self._callback = llama_cpp.llama_log_callback(self._on_log)
 
     def _on_log(self, level: int, text: bytes, user_data: Any) -> None:
-        if self.loading.is_set():
-            log.debug("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
-        else:
-            self.dropped += 1
+        self.dropped += 1
 
     def install(self) -> None:
         llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
@@ -85,11 +81,7 @@ class LlamaModel:
         self.pinned = pinned
         self.config = config
         self.n_gpu_layers = resolve_gpu_layers(config.n_gpu_layers)
-        _LOG.loading.set()
-        try:
-            self._model, self._ctx = self._load()
-        finally:
-            _LOG.loading.clear()
+        self._model, self._ctx = self._load()
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self.n_layer = int(llama_cpp.llama_model_n_layer(self._model))
