@@ -7,7 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from keep.settings import Settings, SettingsError, load_settings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from keep.settings import Settings
 
 EXIT_CONFIG = 2
 
@@ -45,6 +48,8 @@ def _banner(settings: Settings, dev_key: str | None) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from keep.settings import SettingsError, load_settings
+
     overrides = {
         k: v for k, v in (("host", args.host), ("port", args.port), ("model", args.model)) if v
     }
@@ -103,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate a development API key and print it once",
     )
     p.set_defaults(func=serve)
+
+    from keep.transparency import cli as verify_cli
+
+    v = sub.add_parser(
+        "verify",
+        help="check receipts offline: signature, inclusion, and consistency with an "
+        "earlier checkpoint",
+        description="Exit codes: 0 valid, 1 invalid, 3 unverifiable, 2 usage error.",
+    )
+    verify_cli.add_arguments(v)
+    v.set_defaults(func=verify_cli.run)
     return parser
 
 
