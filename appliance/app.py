@@ -11,9 +11,21 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 
 from appliance import errors, health
-from appliance.auth import KeyRing, key_digest
+from appliance import policy as policies
+from appliance.admin import apply_policy, serve_admin
+from appliance.auth import Grant, KeyRing, key_digest
 from appliance.middleware import AccessLog, BodyLimit
-from appliance.openai import chat, completions, documents, embeddings, models, sessions
+from appliance.openai import (
+    chat,
+    completions,
+    documents,
+    embeddings,
+    models,
+    receipts,
+    sessions,
+)
+from appliance.quotas import QuotaBook
+from appliance.receipts import ReceiptLog, load_or_create_key
 from appliance.sessions import SessionRegistry
 from appliance.state import ApplianceState
 from inference.engine import Engine
@@ -65,11 +77,17 @@ def collection_limits(settings: Settings) -> CollectionLimits:
     )
 
 
-def key_ring(settings: Settings) -> KeyRing:
+def static_grants(settings: Settings) -> dict[str, Grant]:
+    """Keys from the settings: they belong to the peer `local` and have no client quota."""
     digests = list(settings.api_key_hashes)
     if settings.dev_api_key is not None:
         digests.append(key_digest(settings.dev_api_key.get_secret_value()))
-    return KeyRing(digests)
+    return dict.fromkeys(digests, Grant())
+
+
+def open_receipt_log(settings: Settings) -> ReceiptLog:
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return ReceiptLog(settings.state_dir, load_or_create_key(settings.receipt_key_path))
 
 
 def create_app(
@@ -90,32 +108,44 @@ def create_app(
         embedding = (
             await asyncio.to_thread(load_embedder, settings) if embedder is None else embedder
         )
+        receipt_log = await asyncio.to_thread(open_receipt_log, settings)
         registry = SessionRegistry(
             running,
+            receipt_log,
             max_sessions=settings.max_sessions,
             idle_ttl_s=settings.session_idle_ttl_s,
         )
-        app.state.keep = ApplianceState(
+        grants = static_grants(settings)
+        state = ApplianceState(
             settings=settings,
             engine=running,
             pinned=running.model.pinned,
             sessions=registry,
-            keys=key_ring(settings),
+            keys=KeyRing(grants),
             loaded_at=int(time.time()),
             embedder=embedding,
             collection_limits=collection_limits(settings),
             budget=MemoryBudget(settings.rag_memory_bytes),
+            receipts=receipt_log,
+            quotas=QuotaBook(),
+            static_grants=grants,
         )
+        kept = policies.load(settings.state_dir)
+        if kept is not None:
+            await apply_policy(state, kept)
+        app.state.keep = state
         reaper = asyncio.create_task(registry.run_reaper())
-        if on_ready is not None:
-            on_ready()
         try:
-            yield
+            async with serve_admin(app, settings.admin_socket):
+                if on_ready is not None:
+                    on_ready()
+                yield
         finally:
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
             await registry.close_all()
+            receipt_log.close()
             if owned:
                 await asyncio.to_thread(running.close)
             if owned_embedder:
@@ -129,7 +159,7 @@ def create_app(
         openapi_url=None,
     )
     errors.install(app)
-    for module in (health, models, chat, completions, embeddings, sessions, documents):
+    for module in (health, models, chat, completions, embeddings, sessions, documents, receipts):
         app.include_router(module.router)
     app.add_middleware(
         BodyLimit,

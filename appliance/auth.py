@@ -1,7 +1,9 @@
 """API keys: only their sha256 digests are held, and every check is constant-time.
 
 A key is a high-entropy random string, so a plain sha256 suffices: there is nothing for a
-slow hash to protect against. The principal a key authenticates is its digest.
+slow hash to protect against. Each digest carries a grant: the peer and client it belongs to
+and when it expires. Keys from the settings belong to the peer `local`; keys pushed by
+control belong to the peer and client control bound them to.
 """
 
 from __future__ import annotations
@@ -9,13 +11,32 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from fastapi import Request
 
 from appliance.errors import Unauthorized
 
 KEY_PREFIX = "keep-"
+LOCAL_PEER = "local"
+
+
+@dataclass(frozen=True)
+class Grant:
+    peer_id: str = LOCAL_PEER
+    client_id: str | None = None
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request is from: the key's digest (which owns sessions), its peer and client."""
+
+    digest: str
+    peer_id: str
+    client_id: str | None
 
 
 def key_digest(key: str) -> str:
@@ -27,19 +48,28 @@ def new_key() -> str:
 
 
 class KeyRing:
-    def __init__(self, digests: Iterable[str]) -> None:
-        self._digests = tuple(bytes.fromhex(d) for d in digests)
+    def __init__(self, grants: Mapping[str, Grant]) -> None:
+        self._grants = tuple((bytes.fromhex(d), g) for d, g in grants.items())
 
     def __len__(self) -> int:
-        return len(self._digests)
+        return len(self._grants)
 
-    def principal(self, presented: str) -> str | None:
-        """The digest of `presented` if it is a known key. Compares against every entry."""
+    def digests(self) -> frozenset[str]:
+        return frozenset(d.hex() for d, _ in self._grants)
+
+    def principal(self, presented: str, now: float | None = None) -> Principal | None:
+        """Who `presented` is, if it is a known, unexpired key. Compares against every
+        entry, so the time taken does not depend on which entry matches."""
         digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
-        found = False
-        for known in self._digests:
-            found |= hmac.compare_digest(known, digest)
-        return digest.hex() if found else None
+        match: Grant | None = None
+        for known, grant in self._grants:
+            if hmac.compare_digest(known, digest):
+                match = grant
+        if match is None:
+            return None
+        if match.expires_at is not None and match.expires_at <= (now or time.time()):
+            return None
+        return Principal(digest.hex(), match.peer_id, match.client_id)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -52,7 +82,7 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def authenticate(keys: KeyRing, request: Request) -> str:
+def authenticate(keys: KeyRing, request: Request) -> Principal:
     token = bearer_token(request)
     principal = keys.principal(token) if token is not None else None
     if principal is None:

@@ -10,7 +10,9 @@
     ├── MethodNotAllowed          405 method_not_allowed
     ├── PayloadTooLarge           413 payload_too_large
     ├── TooManyRequests           429 too_many_sessions (with Retry-After)
+    │   └── QuotaExceeded         429 quota_exceeded
     ├── NotReady                  503 not_ready
+    │   └── ReceiptsUnavailable   503 receipts_unavailable
     └── RequestTimeout            504 deadline_exceeded
 
 Every error body is `{"error": {"message", "type", "param", "code"}}`. Messages are fixed
@@ -98,10 +100,22 @@ class TooManyRequests(APIError):
     headers = MappingProxyType({"Retry-After": "1"})
 
 
+class QuotaExceeded(TooManyRequests):
+    code = "quota_exceeded"
+    headers = MappingProxyType({"Retry-After": "3600"})
+
+
 class NotReady(APIError):
     status = 503
     type = "server_error"
     code = "not_ready"
+
+
+class ReceiptsUnavailable(NotReady):
+    """The receipt journal cannot be written: the appliance serves nothing it cannot account
+    for."""
+
+    code = "receipts_unavailable"
 
 
 class RequestTimeout(APIError):

@@ -6,6 +6,8 @@ Invariants:
 - One request at a time runs in a session; others wait in arrival order until the deadline.
 - Teardown frees the session's KV sequence. If a request is running, teardown cancels it and
   the sequence is freed as soon as that request lets go of it.
+- Teardown issues the session's receipt, once. If the receipt cannot be written the
+  teardown raises ReceiptsUnavailable, and no new session is opened after that (fail closed).
 All methods run on the asyncio loop; only the engine's worker touches the KV cache.
 """
 
@@ -19,7 +21,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from appliance.errors import RequestTimeout, SessionNotFound, TooManyRequests
+from appliance.auth import Principal
+from appliance.errors import ReceiptsUnavailable, RequestTimeout, SessionNotFound, TooManyRequests
+from appliance.receipts import ReceiptLog, ReceiptWriteError
 from inference.engine import Engine, Generation, SequenceHandle
 from inference.errors import NoFreeSequence
 from rag.collection import Collection
@@ -31,6 +35,8 @@ log = logging.getLogger("keep.sessions")
 class Session:
     id: str
     owner: str
+    peer_id: str
+    client_id: str | None
     seq: SequenceHandle
     ephemeral: bool
     ttl_s: float
@@ -54,18 +60,35 @@ class Session:
         return now - self.last_used
 
 
+def rfc3339(t: float) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
+    return f"{stamp}.{int(t * 1000) % 1000:03d}Z"
+
+
 class SessionRegistry:
-    def __init__(self, engine: Engine, *, max_sessions: int, idle_ttl_s: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        receipts: ReceiptLog,
+        *,
+        max_sessions: int,
+        idle_ttl_s: float,
+    ) -> None:
         self._engine = engine
+        self._receipts = receipts
+        self._model = engine.model.pinned
         self._max = max_sessions
         self._ttl = idle_ttl_s
         self._live: dict[str, Session] = {}
         self._ephemeral: set[Session] = set()
+        self._teardowns: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._live) + len(self._ephemeral)
 
-    def open(self, owner: str, *, ephemeral: bool = False) -> Session:
+    def open(self, principal: Principal, *, ephemeral: bool = False) -> Session:
+        if not self._receipts.healthy:
+            raise ReceiptsUnavailable("receipts cannot be written; no session can be opened")
         if len(self) >= self._max:
             raise TooManyRequests("too many live sessions; retry shortly")
         try:
@@ -74,7 +97,9 @@ class SessionRegistry:
             raise TooManyRequests("too many live sessions; retry shortly") from None
         session = Session(
             id="sess_" + secrets.token_urlsafe(24),
-            owner=owner,
+            owner=principal.digest,
+            peer_id=principal.peer_id,
+            client_id=principal.client_id,
             seq=seq,
             ephemeral=ephemeral,
             ttl_s=self._ttl,
@@ -85,9 +110,9 @@ class SessionRegistry:
             self._live[session.id] = session
         return session
 
-    def get(self, session_id: str, owner: str) -> Session:
+    def get(self, session_id: str, principal: Principal) -> Session:
         session = self._live.get(session_id)
-        if session is None or session.owner != owner or session.closed:
+        if session is None or session.owner != principal.digest or session.closed:
             raise SessionNotFound("no such session")
         return session
 
@@ -103,14 +128,60 @@ class SessionRegistry:
             await self._release(session)
 
     async def _release(self, session: Session) -> None:
+        """Free the session's resources and issue its receipt. This runs as its own task,
+        shielded: a client that hangs up cancels the request's task, and the teardown must
+        still finish, or a session would go unaccounted."""
         if session.released:
             return
         session.released = True
+        task = asyncio.ensure_future(self._teardown(session))
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardown_done)
+        await asyncio.shield(task)
+
+    def _teardown_done(self, task: asyncio.Task[None]) -> None:
+        self._teardowns.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Whoever awaited it has gone (a hang-up); the failure is not lost with them.
+            log.error("a session teardown failed: %s", type(task.exception()).__name__)
+
+    async def _teardown(self, session: Session) -> None:
         self._ephemeral.discard(session)
         if session.collection is not None:
             session.collection.close()
             session.collection = None
         await asyncio.wrap_future(self._engine.release_sequence(session.seq))
+        await self._issue_receipt(session)
+
+    async def _issue_receipt(self, session: Session) -> None:
+        fields = {
+            "session_id": session.id,
+            "peer_id": session.peer_id,
+            "started_at": rfc3339(session.started_at),
+            "ended_at": rfc3339(max(time.time(), session.started_at)),
+            "model": self._model.name,
+            "model_sha256": self._model.sha256,
+            "prompt_tokens": session.prompt_tokens,
+            "completion_tokens": session.completion_tokens,
+            "requests": session.requests,
+        }
+        try:
+            await asyncio.to_thread(self._receipts.issue, fields)
+        except ReceiptWriteError:
+            raise ReceiptsUnavailable("the session's receipt could not be written") from None
+
+    async def close_where(self, keep: set[str]) -> int:
+        """Tear down every session whose owner's key is not in `keep` (a revocation)."""
+        gone = [s for s in (*self._live.values(), *self._ephemeral) if s.owner not in keep]
+        for session in gone:
+            await self._close_quietly(session)
+        return len(gone)
+
+    async def _close_quietly(self, session: Session) -> None:
+        try:
+            await self.close(session)
+        except ReceiptsUnavailable:
+            log.error("a session's receipt could not be written at teardown")
 
     @asynccontextmanager
     async def use(self, session: Session, *, deadline: float) -> AsyncIterator[Session]:
@@ -142,14 +213,17 @@ class SessionRegistry:
             s for s in self._live.values() if not s.lock.locked() and s.idle_for(now) > self._ttl
         ]
         for session in idle:
-            await self.close(session)
+            await self._close_quietly(session)
         if idle:
             log.info("expired %d idle session(s)", len(idle))
         return len(idle)
 
     async def close_all(self) -> None:
+        """Tear down every session and wait for every teardown still running."""
         for session in list(self._live.values()):
-            await self.close(session)
+            await self._close_quietly(session)
+        while self._teardowns:
+            await asyncio.gather(*self._teardowns, return_exceptions=True)
 
     async def run_reaper(self) -> None:
         interval = min(5.0, max(0.05, self._ttl / 4))

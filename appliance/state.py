@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
-from appliance.auth import KeyRing, authenticate
+from appliance.auth import Grant, KeyRing, Principal, authenticate
+from appliance.policy import Policy
+from appliance.quotas import QuotaBook
+from appliance.receipts import ReceiptLog
 from appliance.sessions import SessionRegistry
 from inference.engine import Engine
 from inference.registry import PinnedModel
@@ -26,6 +30,10 @@ class ApplianceState:
     embedder: Embedder
     collection_limits: CollectionLimits
     budget: MemoryBudget
+    receipts: ReceiptLog
+    quotas: QuotaBook
+    static_grants: dict[str, Grant]
+    policy: Policy | None = None
 
 
 def get_state(request: Request) -> ApplianceState:
@@ -34,6 +42,9 @@ def get_state(request: Request) -> ApplianceState:
     return state
 
 
-def require_principal(request: Request) -> str:
+def require_principal(request: Request) -> Principal:
     """FastAPI dependency: the authenticated principal, or 401."""
     return authenticate(get_state(request).keys, request)
+
+
+Caller = Annotated[Principal, Depends(require_principal)]

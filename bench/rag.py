@@ -20,6 +20,7 @@ import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -175,7 +176,14 @@ def bench_rag_ttft(embedder: Embedder, n_chunks: int, runs: int) -> None:
     from rag.chunking import Chunk
     from rag.collection import Collection, PreparedDocument
 
-    settings = load_settings(dev_api_key=KEY, max_sessions=2, n_ctx_per_session=2048)
+    state = Path(tempfile.mkdtemp(prefix="keep-bench-", dir="/tmp"))
+    settings = load_settings(
+        dev_api_key=KEY,
+        max_sessions=2,
+        n_ctx_per_session=2048,
+        state_dir=state,
+        admin_socket=state / "admin.sock",
+    )
     engine = load_engine(settings)
     app = create_app(settings, engine=engine, embedder=embedder)
     question = "How many strokes does the host use to whisk the tea?"

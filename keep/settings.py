@@ -234,6 +234,26 @@ class Settings(BaseSettings):
         256, ge=1, le=100_000, description="Inputs one /v1/embeddings request may carry."
     )
 
+    # State, receipts and the admin socket
+    state_dir: Path = Field(
+        Path("/var/lib/keep"),
+        description="The appliance's only writable directory: the receipt journal, its "
+        "signing key and the last good policy. Never holds client content.",
+    )
+    receipt_key_file: Path | None = Field(
+        None,
+        description="The Ed25519 receipt signing key (PEM); unset means "
+        "`<state_dir>/receipt-signing.key`, created with mode 0600 on first start.",
+    )
+    admin_socket: Path = Field(
+        Path("/run/keep/admin.sock"),
+        description="The admin unix socket (mode 0600) through which control pushes policy "
+        "and pulls receipts. The appliance never listens for admin on TCP.",
+    )
+    admin_max_entries: int = Field(
+        1000, ge=1, le=100_000, description="Most receipts one admin pull returns."
+    )
+
     # Logging
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Level of Keep's content-free logs."
@@ -269,7 +289,13 @@ class Settings(BaseSettings):
             raise ValueError("KEEP_N_BATCH must be at least KEEP_MAX_SESSIONS")
         if self.rag_chunk_overlap_tokens >= self.rag_chunk_tokens:
             raise ValueError("KEEP_RAG_CHUNK_OVERLAP_TOKENS must be below KEEP_RAG_CHUNK_TOKENS")
+        if len(str(self.admin_socket).encode()) > 107:
+            raise ValueError("KEEP_ADMIN_SOCKET: a unix socket path has at most 107 bytes")
         return self
+
+    @property
+    def receipt_key_path(self) -> Path:
+        return self.receipt_key_file or self.state_dir / "receipt-signing.key"
 
     def model_pin(self) -> ModelPin:
         for pin in self.models:

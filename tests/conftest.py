@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +43,31 @@ ENGINE_SETTINGS: dict[str, Any] = {
 }
 
 
+_STATE_DIRS: list[Path] = []
+
+
+def state_dir() -> Path:
+    """A fresh appliance state directory, short enough for a unix socket path inside it."""
+    path = Path(tempfile.mkdtemp(prefix="keep-", dir="/tmp"))
+    _STATE_DIRS.append(path)
+    return path
+
+
+def state_settings(path: Path | None = None) -> dict[str, Any]:
+    path = path or state_dir()
+    return {"state_dir": path, "admin_socket": path / "admin.sock"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_state_dirs() -> Iterator[None]:
+    yield
+    for path in _STATE_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def make_settings(**overrides: Any) -> Settings:
+    if "state_dir" not in overrides:
+        overrides = {**state_settings(), **overrides}
     return Settings(**{**ENGINE_SETTINGS, **overrides})
 
 
@@ -114,6 +140,7 @@ def start_server(
         **{k: v for k, v in os.environ.items() if not k.startswith("KEEP_")},
         **({} if "--dev-key" in args else {"KEEP_DEV_API_KEY": TEST_KEY}),
         "KEEP_MAX_SESSIONS": "4",
+        **{f"KEEP_{k.upper()}": str(v) for k, v in state_settings().items()},
         "KEEP_N_CTX_PER_SESSION": "1024",
         **(env or {}),
     }

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from appliance.errors import InvalidRequest
@@ -17,7 +17,7 @@ from appliance.openai.protocol import (
     JsonSchemaFormat,
     Usage,
 )
-from appliance.state import get_state, require_principal
+from appliance.state import Caller, get_state
 from inference import grammar as grammars
 from inference.sampling import Grammar
 from inference.template import ChatMessage, Role
@@ -78,7 +78,7 @@ def _grammar(body: ChatCompletionRequest) -> Grammar | None:
 async def create_chat_completion(
     body: ChatCompletionRequest,
     request: Request,
-    principal: Annotated[str, Depends(require_principal)],
+    principal: Caller,
 ) -> Response:
     state = get_state(request)
     serving.check_model(state, body.model)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from appliance.openai import serving
 from appliance.openai.protocol import CompletionRequest, Usage
-from appliance.state import get_state, require_principal
+from appliance.state import Caller, get_state
 
 router = APIRouter()
 
@@ -39,7 +39,7 @@ class CompletionShape(serving.ShapeBase):
 async def create_completion(
     body: CompletionRequest,
     request: Request,
-    principal: Annotated[str, Depends(require_principal)],
+    principal: Caller,
 ) -> Response:
     state = get_state(request)
     serving.check_model(state, body.model)

@@ -8,9 +8,8 @@ and chunk counts, never content.
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from appliance import multipart
@@ -22,7 +21,7 @@ from appliance.openai.protocol import (
     DocumentsIn,
 )
 from appliance.sessions import Session
-from appliance.state import ApplianceState, get_state, require_principal
+from appliance.state import ApplianceState, Caller, get_state
 from rag.collection import Collection, Document, PreparedDocument
 from rag.parsing import to_text
 
@@ -63,9 +62,7 @@ async def _incoming(request: Request) -> list[tuple[str, str | None, bytes]]:
 
 
 @router.post("/v1/sessions/{session_id}/documents", status_code=201)
-async def add_documents(
-    session_id: str, request: Request, principal: Annotated[str, Depends(require_principal)]
-) -> DocumentList:
+async def add_documents(session_id: str, request: Request, principal: Caller) -> DocumentList:
     state = get_state(request)
     session = state.sessions.get(session_id, principal)
     incoming = await _incoming(request)
@@ -90,9 +87,7 @@ async def add_documents(
 
 
 @router.get("/v1/sessions/{session_id}/documents")
-async def list_documents(
-    session_id: str, request: Request, principal: Annotated[str, Depends(require_principal)]
-) -> DocumentList:
+async def list_documents(session_id: str, request: Request, principal: Caller) -> DocumentList:
     state = get_state(request)
     session = state.sessions.get(session_id, principal)
     collection = session.collection
@@ -106,7 +101,7 @@ async def delete_document(
     session_id: str,
     document_id: str,
     request: Request,
-    principal: Annotated[str, Depends(require_principal)],
+    principal: Caller,
 ) -> DocumentDeleted:
     state = get_state(request)
     session = state.sessions.get(session_id, principal)

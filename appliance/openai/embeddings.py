@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from appliance.errors import InvalidRequest, ModelNotFound
 from appliance.openai.protocol import EmbeddingRequest
-from appliance.state import get_state, require_principal
+from appliance.state import Caller, get_state
 
 router = APIRouter()
 
@@ -18,7 +18,7 @@ router = APIRouter()
 async def create_embeddings(
     body: EmbeddingRequest,
     request: Request,
-    principal: Annotated[str, Depends(require_principal)],
+    principal: Caller,
 ) -> dict[str, Any]:
     state = get_state(request)
     embedder = state.embedder

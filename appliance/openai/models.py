@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from appliance.errors import ModelNotFound
 from appliance.openai.protocol import ModelList, ModelOut
-from appliance.state import ApplianceState, get_state, require_principal
+from appliance.state import ApplianceState, Caller, get_state
 
 router = APIRouter()
 
@@ -18,16 +16,12 @@ def _served(state: ApplianceState) -> ModelOut:
 
 
 @router.get("/v1/models")
-async def list_models(
-    request: Request, principal: Annotated[str, Depends(require_principal)]
-) -> ModelList:
+async def list_models(request: Request, principal: Caller) -> ModelList:
     return ModelList(data=[_served(get_state(request))])
 
 
 @router.get("/v1/models/{model_id:path}")
-async def get_model(
-    model_id: str, request: Request, principal: Annotated[str, Depends(require_principal)]
-) -> ModelOut:
+async def get_model(model_id: str, request: Request, principal: Caller) -> ModelOut:
     state = get_state(request)
     if model_id != state.pinned.name:
         raise ModelNotFound("the requested model does not exist", param="model")

@@ -19,6 +19,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from appliance.auth import Principal
 from appliance.errors import (
     APIError,
     ContextLengthExceeded,
@@ -88,13 +89,18 @@ def check_model(state: ApplianceState, name: str) -> None:
         raise ModelNotFound("the requested model does not exist", param="model")
 
 
-def admit(state: ApplianceState, request: Request, principal: str) -> Session:
+def admit(state: ApplianceState, request: Request, principal: Principal) -> Session:
     """The request's session, taken before any work is done so that a full appliance
-    answers 429 at once: the one named by the header, or a new ephemeral one."""
+    answers 429 at once: the one named by the header, or a new ephemeral one. The request
+    counts against the client's quota from here."""
     session_id = request.headers.get(SESSION_HEADER)
-    if session_id is None:
-        return state.sessions.open(principal, ephemeral=True)
-    return state.sessions.get(session_id, principal)
+    session = (
+        state.sessions.open(principal, ephemeral=True)
+        if session_id is None
+        else state.sessions.get(session_id, principal)
+    )
+    state.quotas.admit(principal.client_id)
+    return session
 
 
 async def discard(state: ApplianceState, session: Session) -> None:
@@ -175,10 +181,11 @@ def _usage(finished: Finished) -> Usage:
     )
 
 
-def _account(session: Session, finished: Finished) -> None:
+def _account(state: ApplianceState, session: Session, finished: Finished) -> None:
     session.requests += 1
     session.prompt_tokens += finished.prompt_tokens
     session.completion_tokens += finished.completion_tokens
+    state.quotas.charge(session.client_id, finished.prompt_tokens + finished.completion_tokens)
 
 
 def _sse(obj: dict[str, Any] | str) -> bytes:
@@ -220,18 +227,21 @@ async def run(
             generation.cancel()
         await stack.aclose()
         raise
+    # The session id lets the client fetch the session's receipt, ephemeral ones included.
+    headers = {SESSION_HEADER: session.id}
     if not stream:
         watcher = asyncio.create_task(_cancel_on_disconnect(request, generation))
         try:
-            return JSONResponse(await _collect(session, generation, job, shape))
+            body = await _collect(state, session, generation, job, shape)
         finally:
             watcher.cancel()
             generation.cancel()
-            await stack.aclose()
+            await stack.aclose()  # issues an ephemeral session's receipt, or raises
+        return JSONResponse(body, headers=headers)
     return _ClosingStream(
-        _stream(session, generation, job, shape, include_usage, stack),
+        _stream(state, session, generation, job, shape, include_usage, stack),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", **headers},
     )
 
 
@@ -250,7 +260,11 @@ class _ClosingStream(StreamingResponse):
 
 
 async def _collect(
-    session: Session, generation: Generation, job: GenerationRequest, shape: Shape
+    state: ApplianceState,
+    session: Session,
+    generation: Generation,
+    job: GenerationRequest,
+    shape: Shape,
 ) -> dict[str, Any]:
     parts: list[str] = []
     while True:
@@ -258,13 +272,14 @@ async def _collect(
         if isinstance(event, TextDelta):
             parts.append(event.text)
         elif isinstance(event, Finished):
-            _account(session, event)
+            _account(state, session, event)
             return shape.complete("".join(parts), event.reason, _usage(event))
         elif isinstance(event, Failed):
             raise from_inference(event.error)
 
 
 async def _stream(
+    state: ApplianceState,
     session: Session,
     generation: Generation,
     job: GenerationRequest,
@@ -272,6 +287,7 @@ async def _stream(
     include_usage: bool,
     stack: AsyncExitStack,
 ) -> AsyncIterator[bytes]:
+    failure: APIError | None = None
     try:
         first = shape.first()
         if first is not None:
@@ -281,7 +297,7 @@ async def _stream(
             if isinstance(event, TextDelta):
                 yield _sse(shape.delta(event.text))
             elif isinstance(event, Finished):
-                _account(session, event)
+                _account(state, session, event)
                 yield _sse(shape.last(event.reason))
                 if include_usage:
                     yield _sse(shape.usage_only(_usage(event)))
@@ -289,8 +305,13 @@ async def _stream(
             elif isinstance(event, Failed):
                 raise from_inference(event.error)
     except APIError as exc:
-        yield _sse(envelope(exc))
+        failure = exc
     finally:
         generation.cancel()
-        await stack.aclose()
+        try:
+            await stack.aclose()  # issues an ephemeral session's receipt
+        except APIError as exc:  # the receipt could not be written: the stream fails
+            failure = failure or exc
+    if failure is not None:
+        yield _sse(envelope(failure))
     yield _sse("[DONE]")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from appliance.openai.protocol import SessionDeleted, SessionOut
 from appliance.sessions import Session
-from appliance.state import get_state, require_principal
+from appliance.state import Caller, get_state
 
 router = APIRouter()
 
@@ -18,23 +16,17 @@ def _out(session: Session) -> SessionOut:
 
 
 @router.post("/v1/sessions", status_code=201)
-async def create_session(
-    request: Request, principal: Annotated[str, Depends(require_principal)]
-) -> SessionOut:
+async def create_session(request: Request, principal: Caller) -> SessionOut:
     return _out(get_state(request).sessions.open(principal))
 
 
 @router.get("/v1/sessions/{session_id}")
-async def get_session(
-    session_id: str, request: Request, principal: Annotated[str, Depends(require_principal)]
-) -> SessionOut:
+async def get_session(session_id: str, request: Request, principal: Caller) -> SessionOut:
     return _out(get_state(request).sessions.get(session_id, principal))
 
 
 @router.delete("/v1/sessions/{session_id}")
-async def delete_session(
-    session_id: str, request: Request, principal: Annotated[str, Depends(require_principal)]
-) -> SessionDeleted:
+async def delete_session(session_id: str, request: Request, principal: Caller) -> SessionDeleted:
     sessions = get_state(request).sessions
     await sessions.close(sessions.get(session_id, principal))
     return SessionDeleted(id=session_id)
