@@ -58,6 +58,14 @@ class QuotaBook:
         day.requests += 1
         month.requests += 1
 
+    def refund(self, client_id: str | None, now: float | None = None) -> None:
+        """Give back a request counted by `admit` that was then refused."""
+        if client_id is None or client_id not in self._limits:
+            return
+        day, month = self._usage(client_id, time.time() if now is None else now)
+        day.requests = max(0, day.requests - 1)
+        month.requests = max(0, month.requests - 1)
+
     def charge(self, client_id: str | None, tokens: int, now: float | None = None) -> None:
         if client_id is None or client_id not in self._limits:
             return

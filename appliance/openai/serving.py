@@ -94,13 +94,14 @@ def admit(state: ApplianceState, request: Request, principal: Principal) -> Sess
     answers 429 at once: the one named by the header, or a new ephemeral one. The request
     counts against the client's quota from here."""
     session_id = request.headers.get(SESSION_HEADER)
-    session = (
-        state.sessions.open(principal, ephemeral=True)
-        if session_id is None
-        else state.sessions.get(session_id, principal)
-    )
     state.quotas.admit(principal.client_id)
-    return session
+    try:
+        if session_id is None:
+            return state.sessions.open(principal, ephemeral=True)
+        return state.sessions.get(session_id, principal)
+    except APIError:
+        state.quotas.refund(principal.client_id)
+        raise
 
 
 async def discard(state: ApplianceState, session: Session) -> None:
