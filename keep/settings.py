@@ -254,6 +254,45 @@ class Settings(BaseSettings):
         1000, ge=1, le=100_000, description="Most receipts one admin pull returns."
     )
 
+    # Control, the management plane
+    database_url: str = Field(
+        "sqlite:////var/lib/keep/control.sqlite3",
+        min_length=1,
+        description="Control's database: `sqlite:///<path>` or "
+        "`postgresql://<user>@/<db>?host=<socket dir>`.",
+    )
+    control_secret_key_file: Path | None = Field(
+        None,
+        description="Django's secret key file; unset means `<state_dir>/control-secret.key`, "
+        "created with mode 0600 on first start.",
+    )
+    control_allowed_hosts: tuple[str, ...] = Field(
+        ("localhost", "127.0.0.1"),
+        min_length=1,
+        description="Host names the admin console answers to on the management network.",
+    )
+    control_login_attempts: int = Field(
+        5, ge=1, le=1000, description="Failed console logins allowed per user and address."
+    )
+    control_login_window_s: int = Field(
+        900, ge=1, le=86400, description="Window over which failed logins are counted."
+    )
+    wg_subnet: str = Field(
+        "10.66.0.0/24",
+        description="The tunnel subnet; the first host address is the appliance's.",
+    )
+    wg_endpoint: str = Field(
+        "keep.example.internal:51820",
+        min_length=3,
+        description="host:port clients dial, written into their WireGuard configs.",
+    )
+    wg_address_quarantine_s: int = Field(
+        86400,
+        ge=0,
+        le=365 * 86400,
+        description="How long a revoked peer's tunnel address stays out of use.",
+    )
+
     # Logging
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Level of Keep's content-free logs."
@@ -292,6 +331,20 @@ class Settings(BaseSettings):
         if len(str(self.admin_socket).encode()) > 107:
             raise ValueError("KEEP_ADMIN_SOCKET: a unix socket path has at most 107 bytes")
         return self
+
+    @field_validator("wg_subnet")
+    @classmethod
+    def _subnet(cls, value: str) -> str:
+        from ipaddress import ip_network
+
+        net = ip_network(value, strict=True)
+        if net.num_addresses < 4:
+            raise ValueError("the subnet must hold at least two hosts")
+        return value
+
+    @property
+    def control_secret_path(self) -> Path:
+        return self.control_secret_key_file or self.state_dir / "control-secret.key"
 
     @property
     def receipt_key_path(self) -> Path:

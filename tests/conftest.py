@@ -24,6 +24,7 @@ from appliance.app import create_app, load_embedder, load_engine
 from inference.engine import Engine
 from keep.settings import DEFAULT_MODEL_NAME, Settings
 from rag.embedder import Embedder
+from tests import controlenv
 
 ROOT = Path(__file__).resolve().parent.parent
 KEEP = str(Path(sys.executable).parent / "keep")
@@ -63,6 +64,18 @@ def _remove_state_dirs() -> Iterator[None]:
     yield
     for path in _STATE_DIRS:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    controlenv.addoption(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    controlenv.configure(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    controlenv.unconfigure()
 
 
 def make_settings(**overrides: Any) -> Settings:

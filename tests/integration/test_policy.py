@@ -106,7 +106,7 @@ def test_policy_applies_live_and_revocation_cuts_off_within_a_second(
             policy(3, {KEY_A: "p"}, models=[{"name": "smollm2-135m-instruct", "sha256": "0" * 64}]),
             "does not pin the served model",
         ),
-    ],  # fmt: skip
+    ],
 )
 def test_a_bad_policy_is_refused_whole_and_the_last_good_one_stays(
     serve_inproc: ServerFactory, bad: dict[str, Any], reason: str

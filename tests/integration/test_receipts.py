@@ -54,9 +54,19 @@ def test_an_ephemeral_request_yields_a_verifiable_receipt(make_client: AppFactor
     bundle = client.get("/v1/receipts", params={"session_id": session_id}).json()
     receipt = bundle["receipt"]
     assert set(receipt) == {
-        "v", "appliance_id", "seq", "session_id", "peer_id", "started_at", "ended_at",
-        "model", "model_sha256", "prompt_tokens", "completion_tokens", "requests",
-    }  # fmt: skip
+        "v",
+        "appliance_id",
+        "seq",
+        "session_id",
+        "peer_id",
+        "started_at",
+        "ended_at",
+        "model",
+        "model_sha256",
+        "prompt_tokens",
+        "completion_tokens",
+        "requests",
+    }
     assert receipt["session_id"] == session_id
     assert receipt["peer_id"] == "local"
     assert (receipt["prompt_tokens"], receipt["completion_tokens"], receipt["requests"]) == (
@@ -113,29 +123,46 @@ def test_keep_verify_accepts_the_api_bundle_and_a_later_consistency_proof(
     make_client: AppFactory, tmp_path: Path
 ) -> None:
     client = make_client()
-    first = client.post("/v1/completions", json={"model": "smollm2-135m-instruct",
-                                                 "prompt": "One", "max_tokens": 2})  # fmt: skip
+    first = client.post(
+        "/v1/completions", json={"model": "smollm2-135m-instruct", "prompt": "One", "max_tokens": 2}
+    )
     bundle = client.get("/v1/receipts", params={"session_id": first.headers["x-keep-session"]})
     key = client.get("/v1/receipts/checkpoint").json()["verifier_key"]
     (tmp_path / "r1.json").write_text(bundle.text)
     saved = tmp_path / "cp"
     run = [KEEP, "verify", "--key", key]
-    done = subprocess.run([*run, "--save-checkpoint", str(saved), str(tmp_path / "r1.json")],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [*run, "--save-checkpoint", str(saved), str(tmp_path / "r1.json")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout
     old_size = int(saved.read_text().split("\n")[1])
     for _ in range(3):
-        client.post("/v1/completions", json={"model": "smollm2-135m-instruct", "prompt": "Two",
-                                             "max_tokens": 1})  # fmt: skip
+        client.post(
+            "/v1/completions",
+            json={"model": "smollm2-135m-instruct", "prompt": "Two", "max_tokens": 1},
+        )
     later = client.get("/v1/receipts", params={"session_id": first.headers["x-keep-session"]})
     new_size = int(later.json()["checkpoint"].split("\n")[1])
     assert new_size == old_size + 3
     proof = client.get("/v1/receipts/consistency", params={"from": old_size, "to": new_size})
     (tmp_path / "r2.json").write_text(later.text)
     (tmp_path / "proof.json").write_text(proof.text)
-    done = subprocess.run([*run, "--previous", str(saved), "--consistency",
-                           str(tmp_path / "proof.json"), str(tmp_path / "r2.json")],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [
+            *run,
+            "--previous",
+            str(saved),
+            "--consistency",
+            str(tmp_path / "proof.json"),
+            str(tmp_path / "r2.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout
     Consistency.parse(proof.json())
     bad = client.get("/v1/receipts/consistency", params={"from": new_size + 1, "to": 1})
@@ -266,7 +293,8 @@ def test_no_receipt_is_lost_over_200_mixed_sessions(serve_inproc: ServerFactory)
     assert len(ids) == len(set(ids)) == 200
     assert set(ids) == seen
     assert [e["receipt"]["seq"] for e in entries] == list(range(200))
-    public = Verifier.parse(httpx.get(base + "/v1/receipts/checkpoint",
-                                      headers=AUTH).json()["verifier_key"]).public  # fmt: skip
+    public = Verifier.parse(
+        httpx.get(base + "/v1/receipts/checkpoint", headers=AUTH).json()["verifier_key"]
+    ).public
     for e in entries:
         receipts.verify_signature(e["receipt"], e["signature"], public)

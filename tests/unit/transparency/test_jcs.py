@@ -61,8 +61,15 @@ def test_rfc_example_object() -> None:
 
 
 def test_keys_sort_by_utf16_code_units() -> None:
-    value = {"\u20ac": "Euro", "\r": "CR", "\ufb33": "Hebrew", "1": "One",
-             "\U0001f600": "Emoji", "\u0080": "Control", "\u00f6": "Latin"}  # fmt: skip
+    value = {
+        "\u20ac": "Euro",
+        "\r": "CR",
+        "\ufb33": "Hebrew",
+        "1": "One",
+        "\U0001f600": "Emoji",
+        "\u0080": "Control",
+        "\u00f6": "Latin",
+    }
     keys = list(__import__("json").loads(canonical(value)))
     assert keys == ["\r", "1", "\u0080", "\u00f6", "\u20ac", "\U0001f600", "\ufb33"]
 

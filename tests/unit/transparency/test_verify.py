@@ -194,8 +194,9 @@ def run_cli(tmp_path: Path, content: str, **extra: str) -> tuple[int, str]:
     path = tmp_path / "in.json"
     path.write_text(content)
     out = io.StringIO()
-    args = Namespace(file=str(path), key=VERIFIER.encode(), previous=None, consistency=None,
-                     save_checkpoint=None)  # fmt: skip
+    args = Namespace(
+        file=str(path), key=VERIFIER.encode(), previous=None, consistency=None, save_checkpoint=None
+    )
     for name, value in extra.items():
         setattr(args, name, value)
     return cli.run(args, out=out), out.getvalue()
@@ -254,7 +255,10 @@ def test_keep_verify_needs_nothing_but_cryptography(tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-c", guard, "verify", "--key", VERIFIER.encode(), str(bundle)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid: session" in result.stdout

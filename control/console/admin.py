@@ -1,0 +1,329 @@
+"""The admin console, made for operators: clients, peers, keys, quotas, model pins, receipts
+and alerts, with the actions an operator needs and a visible alert banner."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import path
+from django.utils import timezone
+
+from control.console import bundle, exports, ingest, policy
+from control.console.models import (
+    Alert,
+    ApiKey,
+    ApplianceIdentity,
+    Checkpoint,
+    Client,
+    LoginFailure,
+    ModelPin,
+    Peer,
+    PolicyPush,
+    Quota,
+    Receipt,
+)
+from provisioning import ipam, keys
+
+
+class KeepAdminSite(admin.AdminSite):
+    site_header = "Keep appliance console"
+    site_title = "Keep"
+    index_title = "Operations"
+
+    def each_context(self, request: HttpRequest) -> dict[str, Any]:
+        context = super().each_context(request)
+        if request.user.is_authenticated:
+            context["keep_alerts"] = Alert.objects.filter(acknowledged=False).count()
+        return context
+
+    def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        if request.method == "POST":
+            since = timezone.now() - timedelta(seconds=settings.KEEP.control_login_window_s)
+            failures = LoginFailure.objects.filter(
+                username=request.POST.get("username", "")[:150], at__gte=since
+            ).count()
+            if failures >= settings.KEEP.control_login_attempts:
+                return HttpResponse(
+                    "Too many failed logins for this user; try again later.", status=429
+                )
+        return super().login(request, extra_context)
+
+
+site = KeepAdminSite(name="keep")
+
+
+class QuotaInline(admin.StackedInline):
+    model = Quota
+    can_delete = True
+    extra = 0
+
+
+class ExportForm(forms.Form):
+    start = forms.DateField(help_text="First day, UTC (YYYY-MM-DD)")
+    end = forms.DateField(help_text="Last day, UTC, included")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("start") and data.get("end") and data["end"] < data["start"]:
+            raise forms.ValidationError("The range ends before it starts.")
+        return data
+
+
+@admin.register(Client, site=site)
+class ClientAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "created", "active_peers")
+    list_filter = ("kind",)
+    search_fields = ("name",)
+    inlines = (QuotaInline,)
+
+    @admin.display(description="Active peers")
+    def active_peers(self, obj: Client) -> int:
+        return obj.peers.filter(revoked_at__isnull=True).count()
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "<int:pk>/export/",
+                self.admin_site.admin_view(self.export_view),
+                name="console_client_export",
+            ),
+            *super().get_urls(),
+        ]
+
+    def export_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        client = get_object_or_404(Client, pk=pk)
+        if not self.has_view_permission(request, client):
+            return HttpResponse(status=403)
+        form = ExportForm(request.GET or None)
+        if not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "form": form,
+                "client": client,
+                "title": f"Export receipts of {client}",
+            }
+            return render(request, "admin/console/export.html", context)
+        start = datetime.combine(form.cleaned_data["start"], time.min, UTC)
+        end = datetime.combine(form.cleaned_data["end"] + timedelta(days=1), time.min, UTC)
+        response = StreamingHttpResponse(
+            exports.export_lines(client, start, end), content_type="application/jsonl"
+        )
+        name = f"receipts-{client.pk}-{_day(start)}-{_day(end - timedelta(days=1))}.jsonl"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
+
+
+def _day(moment: datetime | date) -> str:
+    return moment.strftime("%Y%m%d")
+
+
+class PeerForm(forms.ModelForm):
+    class Meta:
+        model = Peer
+        fields = ("client", "name", "public_key", "server_generated")
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"]
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise forms.ValidationError("Letters, digits, '-' and '_' only.")
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        public, generated = data.get("public_key", "").strip(), data.get("server_generated")
+        if bool(public) == bool(generated):
+            raise forms.ValidationError(
+                "Paste the public key the client generated (the default), or tick "
+                "server-generated, not both."
+            )
+        if public:
+            try:
+                data["public_key"] = keys.check_public(public)
+            except ValueError as exc:
+                self.add_error("public_key", str(exc))
+        return data
+
+
+def allocate_address(now: datetime) -> str:
+    quarantine = now - timedelta(seconds=settings.KEEP.wg_address_quarantine_s)
+    taken = Peer.objects.filter(revoked_at__isnull=True).values_list("address", flat=True)
+    recent = Peer.objects.filter(revoked_at__gte=quarantine).values_list("address", flat=True)
+    return ipam.allocate(settings.KEEP.wg_subnet, [*taken, *recent])
+
+
+def _zip(peer: Peer, content: bytes) -> HttpResponse:
+    response = HttpResponse(content, content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="keep-{peer.name}.zip"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@admin.register(Peer, site=site)
+class PeerAdmin(admin.ModelAdmin):
+    form = PeerForm
+    list_display = (
+        "name",
+        "client",
+        "address",
+        "server_generated",
+        "created",
+        "revoked_at",
+        "last_handshake",
+    )
+    list_filter = ("client", ("revoked_at", admin.EmptyFieldListFilter), "server_generated")
+    search_fields = ("name", "client__name", "address", "public_key")
+    actions = ("download_bundle", "rotate_key", "revoke")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Peer | None = None) -> Any:
+        if obj is None:
+            return ()
+        return (
+            "client",
+            "name",
+            "public_key",
+            "server_generated",
+            "address",
+            "revoked_at",
+            "last_handshake",
+        )
+
+    def save_model(self, request: HttpRequest, obj: Peer, form: Any, change: bool) -> None:
+        if not change:
+            obj.address = allocate_address(timezone.now())
+        super().save_model(request, obj, form, change)
+
+    def _one(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Peer | None:
+        if queryset.count() != 1 or not queryset[0].active:
+            self.message_user(request, "Select exactly one active peer.", messages.ERROR)
+            return None
+        return queryset[0]
+
+    @admin.action(description="Download client bundle (issues a new API key)")
+    def download_bundle(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
+        peer = self._one(request, queryset)
+        return None if peer is None else _zip(peer, bundle.build(peer))
+
+    @admin.action(description="Rotate API key: revoke its keys, download a new bundle")
+    def rotate_key(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
+        peer = self._one(request, queryset)
+        if peer is None:
+            return None
+        content = bundle.build(peer)
+        newest = peer.keys.order_by("-pk").first()
+        assert newest is not None
+        for key in peer.keys.filter(revoked_at__isnull=True).exclude(pk=newest.pk):
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+        return _zip(peer, content)
+
+    @admin.action(description="Revoke selected peers and their keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Peer]) -> None:
+        now = timezone.now()
+        for peer in queryset.filter(revoked_at__isnull=True):
+            peer.revoked_at = now
+            peer.save(update_fields=["revoked_at"])
+            peer.keys.filter(revoked_at__isnull=True).update(revoked_at=now)
+        self.message_user(request, "Revoked; the appliance policy was pushed.")
+
+
+@admin.register(ApiKey, site=site)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "peer", "created", "expires_at", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "peer__client")
+    search_fields = ("prefix", "peer__name", "peer__client__name")
+    readonly_fields = ("peer", "prefix", "digest", "created", "expires_at", "revoked_at")
+    actions = ("revoke",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # keys are issued in a client bundle, where they are shown once
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset.filter(revoked_at__isnull=True):
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+        self.message_user(request, "Revoked; the appliance policy was pushed.")
+
+
+@admin.register(ModelPin, site=site)
+class ModelPinAdmin(admin.ModelAdmin):
+    list_display = ("name", "sha256", "active", "created")
+    list_filter = ("active",)
+    search_fields = ("name", "sha256")
+
+
+class ReadOnly(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Receipt, site=site)
+class ReceiptAdmin(ReadOnly):
+    list_display = (
+        "seq",
+        "client",
+        "peer_id",
+        "session_id",
+        "ended_at",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "requests",
+    )
+    list_filter = ("client", "model")
+    search_fields = ("session_id", "peer_id")
+    date_hierarchy = "ended_at"
+    actions = ("pull_now",)
+
+    @admin.action(description="Pull new receipts from the appliance now")
+    def pull_now(self, request: HttpRequest, queryset: QuerySet[Receipt]) -> None:
+        try:
+            added = ingest.pull()
+        except ingest.IngestStopped as exc:
+            self.message_user(request, f"Ingest stopped: {exc}", messages.ERROR)
+        else:
+            self.message_user(request, f"{added} receipt(s) verified and added.")
+
+
+@admin.register(Alert, site=site)
+class AlertAdmin(ReadOnly):
+    list_display = ("created", "kind", "detail", "acknowledged")
+    list_filter = ("kind", "acknowledged")
+    actions = ("acknowledge",)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_staff)
+
+    @admin.action(description="Acknowledge")
+    def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
+        queryset.update(acknowledged=True)
+
+
+@admin.register(PolicyPush, site=site)
+class PolicyPushAdmin(ReadOnly):
+    list_display = ("pushed_at", "version", "ok", "error")
+    list_filter = ("ok",)
+    actions = ("push_now",)
+
+    @admin.action(description="Push the policy now")
+    def push_now(self, request: HttpRequest, queryset: QuerySet[PolicyPush]) -> None:
+        result = policy.push()
+        level = messages.SUCCESS if result.ok else messages.ERROR
+        self.message_user(request, str(result), level)
+
+
+site.register(Checkpoint, ReadOnly)
+site.register(ApplianceIdentity, ReadOnly)

@@ -1,0 +1,126 @@
+"""Pull receipts from the appliance, verify every one and the tree, keep them for display
+and export. Any gap, bad signature, bad tree, rollback or key change raises an alert and
+stops the pull, so nothing unverified is ever kept."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from control.console.appliance_link import ApplianceLink, ApplianceUnreachable
+from control.console.models import Alert, ApplianceIdentity, Checkpoint, Client, Receipt
+from keep.transparency import receipt as receipts
+from keep.transparency.jcs import canonical
+from keep.transparency.merkle import MerkleTree
+from keep.transparency.note import NoteError, Verifier, open_checkpoint
+
+log = logging.getLogger("keep.control")
+
+
+class IngestStopped(Exception):
+    """The pull found something wrong; an alert says what."""
+
+
+def _alert(kind: str, detail: str) -> IngestStopped:
+    Alert.objects.create(kind=kind, detail=detail[:512])
+    log.error("receipt ingest stopped: %s: %s", kind, detail)
+    return IngestStopped(detail)
+
+
+def trusted_verifier(presented: str) -> Verifier:
+    known = ApplianceIdentity.objects.first()
+    if known is None:
+        ApplianceIdentity.objects.create(verifier_key=presented)
+    elif known.verifier_key != presented:
+        raise _alert(Alert.KEY_CHANGED, "the appliance presents a different receipt key")
+    return Verifier.parse(presented)
+
+
+def stored_tree() -> MerkleTree:
+    hashes = Receipt.objects.order_by("seq").values_list("leaf_hash", flat=True)
+    return MerkleTree([bytes.fromhex(h) for h in hashes])
+
+
+def _client_of(peer_id: str) -> Client | None:
+    if not peer_id.startswith("peer-") or not peer_id[5:].isdigit():
+        return None
+    return Client.objects.filter(peers__pk=int(peer_id[5:])).first()
+
+
+def _row(receipt: dict[str, Any], signature: str) -> Receipt:
+    def when(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    return Receipt(
+        seq=receipt["seq"],
+        session_id=receipt["session_id"],
+        peer_id=receipt["peer_id"],
+        client=_client_of(receipt["peer_id"]),
+        started_at=when(receipt["started_at"]),
+        ended_at=when(receipt["ended_at"]),
+        model=receipt["model"],
+        model_sha256=receipt["model_sha256"],
+        prompt_tokens=receipt["prompt_tokens"],
+        completion_tokens=receipt["completion_tokens"],
+        requests=receipt["requests"],
+        body=canonical(receipt).decode(),
+        signature=signature,
+        leaf_hash=receipts.receipt_leaf_hash(receipt).hex(),
+    )
+
+
+def pull(batch: int = 1000) -> int:
+    """Ingest every new receipt. Returns how many were added."""
+    try:
+        with ApplianceLink(settings.KEEP.admin_socket) as link:
+            verifier = trusted_verifier(link.status()["verifier_key"])
+            return _pull(link, verifier, batch)
+    except ApplianceUnreachable as exc:
+        raise _alert(Alert.UNREACHABLE, f"the appliance did not answer ({exc})") from None
+
+
+def _pull(link: ApplianceLink, verifier: Verifier, batch: int) -> int:
+    tree = stored_tree()
+    added = 0
+    while True:
+        page = link.receipts(after=len(tree), limit=batch)
+        try:
+            checkpoint = open_checkpoint(page["checkpoint"], verifier)
+        except NoteError as exc:
+            raise _alert(Alert.BAD_TREE, f"checkpoint: {exc}") from None
+        if checkpoint.size < len(tree):
+            raise _alert(
+                Alert.ROLLBACK,
+                f"the appliance's log has {checkpoint.size} entries; control holds {len(tree)}",
+            )
+        rows = []
+        for offset, entry in enumerate(page["entries"]):
+            receipt, signature = entry["receipt"], entry["signature"]
+            expected = len(tree)
+            try:
+                receipts.verify_signature(receipt, signature, verifier.public)
+            except receipts.ReceiptError as exc:
+                raise _alert(Alert.BAD_ENTRY, f"entry {expected + offset}: {exc}") from None
+            if receipt["seq"] != expected:
+                raise _alert(
+                    Alert.GAP, f"expected entry {expected}, the appliance sent {receipt['seq']}"
+                )
+            tree.append(receipts.leaf(receipt))
+            rows.append(_row(receipt, signature))
+        if len(tree) > checkpoint.size:
+            raise _alert(Alert.BAD_TREE, "more entries than the checkpoint covers")
+        if len(tree) == checkpoint.size and tree.root() != checkpoint.root:
+            raise _alert(Alert.BAD_TREE, f"the tree of {checkpoint.size} does not match its root")
+        with transaction.atomic():
+            Receipt.objects.bulk_create(rows)
+            if len(tree) == checkpoint.size:
+                Checkpoint.objects.get_or_create(
+                    size=checkpoint.size, defaults={"note": page["checkpoint"]}
+                )
+        added += len(rows)
+        if not rows or len(tree) >= checkpoint.size:
+            return added

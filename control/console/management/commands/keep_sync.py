@@ -1,0 +1,29 @@
+"""Push the policy and pull receipts, once or every --interval seconds (keep-control's loop)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from control.console import ingest, policy
+
+
+class Command(BaseCommand):
+    help = "Push the access policy to the appliance and pull new receipts."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--interval", type=float, default=0.0, help="repeat every N s")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        while True:
+            pushed = policy.push()
+            try:
+                added = ingest.pull()
+                self.stdout.write(f"{pushed}; {added} receipt(s) added")
+            except ingest.IngestStopped as exc:
+                self.stderr.write(f"{pushed}; ingest stopped: {exc}")
+            if options["interval"] <= 0:
+                return
+            time.sleep(options["interval"])

@@ -1,0 +1,63 @@
+"""The appliance CA: generated once at provisioning, it signs NGINX's server certificate and
+its certificate goes into every client bundle. Keys are written 0600."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+)
+from cryptography.x509.oid import NameOID
+
+from provisioning.keys import write_secret
+
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+
+
+def ensure_ca(directory: Path, name: str = "Keep appliance CA", days: int = 3650) -> bytes:
+    """The CA certificate (PEM) in `directory`, created with its key on first use."""
+    cert_path = directory / CA_CERT
+    if cert_path.exists():
+        return cert_path.read_bytes()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = generate_private_key(SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    write_secret(directory / CA_KEY, pem_key.strip())
+    pem = cert.public_bytes(Encoding.PEM)
+    cert_path.write_bytes(pem)
+    return pem
