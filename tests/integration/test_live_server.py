@@ -15,8 +15,8 @@ from tests.conftest import MODEL, SYSTEM, LiveServer, free_port, start_server, s
 
 
 @pytest.fixture
-def ai(live_server: LiveServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=live_server.base_url + "/v1", api_key=live_server.key)
+def ai(keep_server: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=keep_server.base_url + "/v1", api_key=keep_server.key)
 
 
 def test_openai_client_gets_paris(ai: openai.OpenAI) -> None:
@@ -58,38 +58,38 @@ def test_openai_client_lists_models_and_completes_text(ai: openai.OpenAI) -> Non
     assert completion.usage.completion_tokens <= 4
 
 
-def test_openai_client_raises_its_own_errors(ai: openai.OpenAI, live_server: LiveServer) -> None:
+def test_openai_client_raises_its_own_errors(ai: openai.OpenAI, keep_server: LiveServer) -> None:
     with pytest.raises(openai.NotFoundError):
         ai.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError):
         ai.chat.completions.create(model=MODEL, messages=[], max_tokens=2)
-    bad = openai.OpenAI(base_url=live_server.base_url + "/v1", api_key="keep-wrong", max_retries=0)
+    bad = openai.OpenAI(base_url=keep_server.base_url + "/v1", api_key="keep-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
 
 
-def test_logs_carry_no_content(live_server: LiveServer) -> None:
+def test_logs_carry_no_content(keep_server: LiveServer) -> None:
     canary = "CANARY-LOG-91f3a7"
-    headers = {"Authorization": f"Bearer {live_server.key}"}
+    headers = {"Authorization": f"Bearer {keep_server.key}"}
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": f"Repeat: {canary}"}],
         "max_tokens": 16,
     }
     httpx.post(
-        live_server.base_url + "/v1/chat/completions",
+        keep_server.base_url + "/v1/chat/completions",
         json=body,
         headers=headers,
         timeout=60,
     )
     httpx.post(
-        live_server.base_url + "/v1/chat/completions",
+        keep_server.base_url + "/v1/chat/completions",
         json={**body, "temperature": canary},
         headers=headers,
         timeout=60,
     )
     httpx.post(
-        live_server.base_url + "/v1/chat/completions",
+        keep_server.base_url + "/v1/chat/completions",
         json={
             **body,
             "response_format": {
@@ -100,7 +100,7 @@ def test_logs_carry_no_content(live_server: LiveServer) -> None:
         headers=headers,
         timeout=60,
     )
-    log = live_server.log()
+    log = keep_server.log()
     assert "POST /v1/chat/completions 200" in log  # the access log is there...
     assert canary not in log  # ...and carries no content
     assert "Repeat" not in log

@@ -73,3 +73,24 @@ def test_readme_python_example_runs_as_printed(readme_server: LiveServer, tmp_pa
         check=True,
     )
     assert "Paris" in result.stdout
+
+
+def test_readme_receipt_example_runs_as_printed(readme_server: LiveServer, tmp_path: Path) -> None:
+    base, auth = readme_server.base_url, {"Authorization": f"Bearer {readme_server.key}"}
+    session = httpx.post(base + "/v1/sessions", headers=auth).json()["id"]
+    body = {"model": "smollm2-135m-instruct", "prompt": "Hello", "max_tokens": 2}
+    httpx.post(base + "/v1/completions", json=body, headers={**auth, "X-Keep-Session": session})
+    httpx.delete(f"{base}/v1/sessions/{session}", headers=auth)
+    script = next(b for b in blocks("bash") if "keep verify" in b)
+    # The block names .venv/bin/keep from the repository root; run it there, on a copy of
+    # nothing but its own output files in tmp_path.
+    result = subprocess.run(
+        ["bash", "-c", f"cd {tmp_path} && ln -s {ROOT / '.venv'} .venv && {script}"],
+        env={**example_env(readme_server), "SESSION": session},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"valid: session {session}" in result.stdout
