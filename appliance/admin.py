@@ -41,10 +41,15 @@ async def apply_policy(state: ApplianceState, new: policies.Policy) -> int:
     if state.policy is not None and new.digest() == state.policy.digest():
         return 0
     await asyncio.to_thread(policies.save, state.settings.state_dir, new)
+    return await install_policy(state, new)
+
+
+async def install_policy(state: ApplianceState, new: policies.Policy) -> int:
+    """Swap in a checked policy that is already on disk, and end revoked keys' sessions."""
     state.keys = KeyRing({**state.static_grants, **new.grants()})
     state.quotas.set_limits(new.quotas)
     state.policy = new
-    ended = await state.sessions.close_where(set(state.keys.digests()))
+    ended = await state.sessions.close_where(state.keys.digests())
     log.info("policy %d applied: %d key(s); %d session(s) ended", new.version, len(new.keys), ended)
     return ended
 
@@ -52,13 +57,12 @@ async def apply_policy(state: ApplianceState, new: policies.Policy) -> int:
 @router.get("/status")
 async def status(request: Request) -> dict[str, Any]:
     state = _state(request)
-    size, _ = state.receipts.checkpoint()
     return {
         "appliance_id": state.receipts.appliance_id,
         "verifier_key": state.receipts.verifier.encode(),
         "policy_version": None if state.policy is None else state.policy.version,
         "policy_digest": None if state.policy is None else state.policy.digest(),
-        "receipts": size,
+        "receipts": len(state.receipts),
         "receipts_healthy": state.receipts.healthy,
         "sessions": len(state.sessions),
         "model": {"name": state.pinned.name, "sha256": state.pinned.sha256},

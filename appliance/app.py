@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from appliance import errors, health
 from appliance import policy as policies
-from appliance.admin import apply_policy, serve_admin
+from appliance.admin import install_policy, serve_admin
 from appliance.auth import Grant, KeyRing, key_digest
 from appliance.middleware import AccessLog, BodyLimit
 from appliance.openai import (
@@ -131,8 +131,9 @@ def create_app(
             static_grants=grants,
         )
         kept = policies.load(settings.state_dir)
-        if kept is not None:
-            await apply_policy(state, kept)
+        if kept is not None:  # checked when it was applied; checked against this model again
+            policies.check_transition(None, kept, state.pinned)
+            await install_policy(state, kept)
         app.state.keep = state
         reaper = asyncio.create_task(registry.run_reaper())
         try:

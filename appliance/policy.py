@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from appliance.auth import Grant
 from inference.registry import PinnedModel
+from keep import durable
 
 POLICY_FILE = "policy.json"
 _ID = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -132,21 +132,8 @@ def check_transition(current: Policy | None, new: Policy, model: PinnedModel) ->
 
 def save(state_dir: Path, policy: Policy) -> None:
     """Atomically replace the kept policy: write, fsync, rename, fsync the directory."""
-    path = state_dir / POLICY_FILE
-    tmp = path.with_suffix(".tmp")
     data = json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    durable.replace(state_dir / POLICY_FILE, data)
 
 
 def load(state_dir: Path) -> Policy | None:

@@ -29,9 +29,10 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from keep.durable import create_secret, fsync_dir
 from keep.transparency import receipt as receipts
 from keep.transparency.merkle import MerkleTree
-from keep.transparency.note import Checkpoint, Verifier
+from keep.transparency.note import Checkpoint, Verifier, raw_public
 from keep.transparency.verify import Consistency, encode_hashes
 
 log = logging.getLogger("keep.receipts")
@@ -52,17 +53,7 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     """The appliance's Ed25519 key, created with mode 0600 on first start."""
     if not path.exists():
         key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-        old = os.umask(0o077)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        finally:
-            os.umask(old)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _fsync_dir(path.parent)
+        create_secret(path, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
         log.info("created a receipt signing key")
     try:
         loaded = load_pem_private_key(path.read_bytes(), password=None)
@@ -71,14 +62,6 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     if not isinstance(loaded, Ed25519PrivateKey):
         raise JournalError("the receipt key is not an Ed25519 key")
     return loaded
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -100,7 +83,7 @@ class Entry:
 class ReceiptLog:
     def __init__(self, state_dir: Path, key: Ed25519PrivateKey) -> None:
         self._key = key
-        self.verifier = Verifier.of(receipts.log_name(Verifier.of("k", key).public), key)
+        self.verifier = Verifier.of(receipts.log_name(raw_public(key)), key)
         self.appliance_id = receipts.appliance_id(self.verifier.public)
         self.path = state_dir / JOURNAL_NAME
         self._lock = threading.Lock()
@@ -111,7 +94,7 @@ class ReceiptLog:
         self.healthy = True
         self._load()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        _fsync_dir(state_dir)
+        fsync_dir(state_dir)
 
     @property
     def name(self) -> str:

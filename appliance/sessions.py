@@ -18,6 +18,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -170,7 +171,7 @@ class SessionRegistry:
         except ReceiptWriteError:
             raise ReceiptsUnavailable("the session's receipt could not be written") from None
 
-    async def close_where(self, keep: set[str]) -> int:
+    async def close_where(self, keep: AbstractSet[str]) -> int:
         """Tear down every session whose owner's key is not in `keep` (a revocation)."""
         gone = [s for s in (*self._live.values(), *self._ephemeral) if s.owner not in keep]
         for session in gone:

@@ -18,10 +18,10 @@ KEEP = load_settings()
 
 def _secret_key(path: Path) -> str:
     if not path.exists():
-        from provisioning.keys import write_secret
+        from keep.durable import create_secret
 
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_secret(path, secrets.token_urlsafe(64))
+        create_secret(path, (secrets.token_urlsafe(64) + "\n").encode())
     return path.read_text().strip()
 
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509.oid import NameOID
 
-from provisioning.keys import write_secret
+from keep.durable import create_secret
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -56,8 +56,9 @@ def ensure_ca(directory: Path, name: str = "Keep appliance CA", days: int = 3650
         )
         .sign(key, hashes.SHA256())
     )
-    pem_key = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
-    write_secret(directory / CA_KEY, pem_key.strip())
+    create_secret(
+        directory / CA_KEY, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    )
     pem = cert.public_bytes(Encoding.PEM)
     cert_path.write_bytes(pem)
     return pem

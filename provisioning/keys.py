@@ -1,13 +1,12 @@
 """WireGuard keys: X25519 key pairs and preshared keys, base64 as wg(8) writes them.
 
 Key files are written with umask 077 and mode 0600, and created exclusively, never over an
-existing file.
+existing file (keep.durable.create_secret).
 """
 
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
+
+from keep.durable import create_secret
 
 
 def _b64(raw: bytes) -> str:
@@ -54,22 +55,9 @@ def check_public(text: str) -> str:
     return text.strip()
 
 
-def write_secret(path: Path, text: str) -> None:
-    """Create `path` with mode 0600 under umask 077; refuse to overwrite."""
-    old = os.umask(0o077)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    finally:
-        os.umask(old)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def ensure_private(path: Path) -> str:
     """The private key at `path`, generated there on first use."""
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_secret(path, generate_private())
+        create_secret(path, (generate_private() + "\n").encode())
     return path.read_text().strip()

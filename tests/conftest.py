@@ -205,6 +205,16 @@ def chat_body(content: str = "What is the capital of France?", **extra: Any) -> 
     }
 
 
+def ask(base: str, key: str) -> httpx.Response:
+    """A two-token chat request to a running server as the holder of `key`."""
+    return httpx.post(
+        base + "/v1/chat/completions",
+        json=chat_body(max_tokens=2),
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+
+
 ServerFactory = Callable[..., str]
 
 

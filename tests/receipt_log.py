@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keep.transparency import receipt as receipts
 from keep.transparency.merkle import MerkleTree
-from keep.transparency.note import Verifier
+from keep.transparency.note import Verifier, raw_public
 from keep.transparency.verify import Consistency, encode_hashes
 
 
@@ -40,7 +40,7 @@ class Log:
 
     @property
     def public(self) -> bytes:
-        return Verifier.of("x", self.key).public
+        return raw_public(self.key)
 
     @property
     def name(self) -> str:

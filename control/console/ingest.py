@@ -45,13 +45,19 @@ def stored_tree() -> MerkleTree:
     return MerkleTree([bytes.fromhex(h) for h in hashes])
 
 
-def _client_of(peer_id: str) -> Client | None:
-    if not peer_id.startswith("peer-") or not peer_id[5:].isdigit():
-        return None
-    return Client.objects.filter(peers__pk=int(peer_id[5:])).first()
+def _client_of(peer_id: str, known: dict[str, Client | None]) -> Client | None:
+    """The client a policy peer id (`peer-<pk>`) belongs to, looked up once per pull."""
+    if peer_id not in known:
+        pk = peer_id.removeprefix("peer-")
+        known[peer_id] = (
+            Client.objects.filter(peers__pk=int(pk)).first()
+            if peer_id.startswith("peer-") and pk.isdigit()
+            else None
+        )
+    return known[peer_id]
 
 
-def _row(receipt: dict[str, Any], signature: str) -> Receipt:
+def _row(receipt: dict[str, Any], signature: str, client: Client | None) -> Receipt:
     def when(text: str) -> datetime:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -59,7 +65,7 @@ def _row(receipt: dict[str, Any], signature: str) -> Receipt:
         seq=receipt["seq"],
         session_id=receipt["session_id"],
         peer_id=receipt["peer_id"],
-        client=_client_of(receipt["peer_id"]),
+        client=client,
         started_at=when(receipt["started_at"]),
         ended_at=when(receipt["ended_at"]),
         model=receipt["model"],
@@ -85,6 +91,7 @@ def pull(batch: int = 1000) -> int:
 
 def _pull(link: ApplianceLink, verifier: Verifier, batch: int) -> int:
     tree = stored_tree()
+    clients: dict[str, Client | None] = {}
     added = 0
     while True:
         page = link.receipts(after=len(tree), limit=batch)
@@ -98,19 +105,19 @@ def _pull(link: ApplianceLink, verifier: Verifier, batch: int) -> int:
                 f"the appliance's log has {checkpoint.size} entries; control holds {len(tree)}",
             )
         rows = []
-        for offset, entry in enumerate(page["entries"]):
+        for entry in page["entries"]:
             receipt, signature = entry["receipt"], entry["signature"]
             expected = len(tree)
             try:
                 receipts.verify_signature(receipt, signature, verifier.public)
             except receipts.ReceiptError as exc:
-                raise _alert(Alert.BAD_ENTRY, f"entry {expected + offset}: {exc}") from None
+                raise _alert(Alert.BAD_ENTRY, f"entry {expected}: {exc}") from None
             if receipt["seq"] != expected:
                 raise _alert(
                     Alert.GAP, f"expected entry {expected}, the appliance sent {receipt['seq']}"
                 )
             tree.append(receipts.leaf(receipt))
-            rows.append(_row(receipt, signature))
+            rows.append(_row(receipt, signature, _client_of(receipt["peer_id"], clients)))
         if len(tree) > checkpoint.size:
             raise _alert(Alert.BAD_TREE, "more entries than the checkpoint covers")
         if len(tree) == checkpoint.size and tree.root() != checkpoint.root:

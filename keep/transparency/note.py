@@ -45,10 +45,12 @@ def key_id(name: str, public: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + bytes([_ED25519]) + public).digest()[:4]
 
 
-def _raw_public(key: Ed25519PublicKey) -> bytes:
+def raw_public(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    """The 32 raw bytes of an Ed25519 public key (of a private key's public half)."""
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,9 @@ class Verifier:
 
     @classmethod
     def of(cls, name: str, key: Ed25519PrivateKey | Ed25519PublicKey) -> Verifier:
-        public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
         if not _NAME.match(name):
             raise NoteError("a key name has no spaces and no '+'")
-        return cls(name, _raw_public(public))
+        return cls(name, raw_public(key))
 
 
 def sign_note(body: str, name: str, key: Ed25519PrivateKey) -> str:

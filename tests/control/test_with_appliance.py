@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from django.conf import LazySettings
 from django.urls import reverse
@@ -18,7 +17,7 @@ from django.urls import reverse
 from control.console import ingest
 from control.console.models import Alert, ApplianceIdentity, Peer, Receipt
 from provisioning import keys
-from tests.conftest import KEEP, ServerFactory, chat_body, state_settings
+from tests.conftest import KEEP, ServerFactory, ask, state_settings
 from tests.control.conftest import Console
 from tests.control.test_console import add_client_and_peer
 
@@ -31,15 +30,6 @@ def appliance(serve_inproc: ServerFactory, settings: LazySettings) -> tuple[str,
     base = serve_inproc(**state)
     settings.KEEP = settings.KEEP.model_copy(update={"admin_socket": state["admin_socket"]})
     return base, state
-
-
-def ask(base: str, key: str) -> httpx.Response:
-    return httpx.post(
-        base + "/v1/chat/completions",
-        json=chat_body(max_tokens=2),
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=60,
-    )
 
 
 def bundle_key(console: Console, peer: Peer) -> str:

@@ -16,7 +16,7 @@ from appliance.app import create_app
 from appliance.auth import key_digest, new_key
 from inference.engine import Engine
 from rag.embedder import Embedder
-from tests.conftest import ServerFactory, chat_body, make_settings, state_settings
+from tests.conftest import ServerFactory, ask, chat_body, make_settings, state_settings
 
 KEY_A, KEY_B = new_key(), new_key()
 SHA = make_settings().model_pin().sha256
@@ -38,15 +38,6 @@ def policy(version: int, keys: dict[str, str], **extra: Any) -> dict[str, Any]:
 
 def admin(socket: Path) -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), base_url="http://admin")
-
-
-def ask(base: str, key: str) -> httpx.Response:
-    return httpx.post(
-        base + "/v1/chat/completions",
-        json=chat_body(max_tokens=2),
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=60,
-    )
 
 
 def test_the_admin_socket_is_0600_and_not_on_tcp(serve_inproc: ServerFactory) -> None:
