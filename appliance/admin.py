@@ -49,6 +49,7 @@ async def install_policy(state: ApplianceState, new: policies.Policy) -> int:
     state.keys = KeyRing({**state.static_grants, **new.grants()})
     state.quotas.set_limits(new.quotas)
     state.policy = new
+    state.peer_addresses = {p.id: p.address for p in new.peers}
     ended = await state.sessions.close_where(state.keys.digests())
     log.info("policy %d applied: %d key(s); %d session(s) ended", new.version, len(new.keys), ended)
     return ended
@@ -65,6 +66,7 @@ async def status(request: Request) -> dict[str, Any]:
         "receipts": len(state.receipts),
         "receipts_healthy": state.receipts.healthy,
         "sessions": len(state.sessions),
+        "peers": sorted(p.address for p in state.policy.peers) if state.policy else [],
         "model": {"name": state.pinned.name, "sha256": state.pinned.sha256},
     }
 

@@ -67,6 +67,12 @@ class Unauthorized(APIError):
     headers = MappingProxyType({"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(APIError):
+    status = 403
+    type = "invalid_request_error"
+    code = "peer_mismatch"
+
+
 class NotFound(APIError):
     status = 404
     type = "invalid_request_error"

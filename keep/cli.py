@@ -28,7 +28,11 @@ def _configure_logging(settings: Settings) -> None:
 
 
 def _banner(settings: Settings, dev_key: str | None) -> None:
-    base = f"http://{settings.host}:{settings.port}"
+    base = (
+        f"http://{settings.host}:{settings.port}"
+        if settings.listen_socket is None
+        else f"unix:{settings.listen_socket}"
+    )
     lines = [f"Keep is ready on {base}, serving {settings.model}."]
     if dev_key is not None:
         lines += [
@@ -62,7 +66,8 @@ def serve(args: argparse.Namespace) -> int:
             settings = load_settings(**overrides, dev_api_key=dev_key)
     except SettingsError as exc:
         return _fail(str(exc))
-    if not settings.api_key_hashes and settings.dev_api_key is None:
+    # Behind NGINX (on the unix socket), keys come from control's policy.
+    if not settings.api_key_hashes and settings.dev_api_key is None and not settings.listen_socket:
         return _fail(
             "KEEP_API_KEY_HASHES: no API key is configured "
             "(set it, set KEEP_DEV_API_KEY, or pass --dev-key)"
@@ -79,11 +84,18 @@ def serve(args: argparse.Namespace) -> int:
     except InferenceError as exc:
         return _fail(str(exc))
     app = create_app(settings, engine=engine, on_ready=lambda: _banner(settings, dev_key))
+    if settings.listen_socket is not None:
+        # Traversable only by its owner and group (NGINX's): uvicorn makes the socket 0666.
+        settings.listen_socket.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     try:
+        listen: dict[str, object] = (
+            {"uds": str(settings.listen_socket)}
+            if settings.listen_socket is not None
+            else {"host": settings.host, "port": settings.port}
+        )
         uvicorn.run(
             app,
-            host=settings.host,
-            port=settings.port,
+            **listen,  # type: ignore[arg-type]
             access_log=False,
             server_header=False,
             log_config=None,
@@ -109,6 +121,42 @@ def control(args: argparse.Namespace) -> int:
     return 0
 
 
+def provision(args: argparse.Namespace) -> int:
+    """Host provisioning: run as root on the appliance host (ansible and `make demo` call
+    it, so both produce the same configs)."""
+    import json
+
+    from keep.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        return _fail(str(exc))
+    if settings.wg_interface is None or settings.listen_socket is None:
+        return _fail("KEEP_WG_INTERFACE and KEEP_LISTEN_SOCKET must be set to provision")
+    from provisioning import nftables, nginx, perimeter
+
+    try:
+        if args.action == "up":
+            print(json.dumps(perimeter.up(settings, settings.listen_socket), indent=2))
+        elif args.action == "check":
+            nftables.check(nftables.render(settings))
+            conf = nginx.write(settings, settings.listen_socket, perimeter.ca_dir(settings))
+            nginx.check(conf)
+            print("nft -c and nginx -t: both configs pass")
+        else:
+            nginx.write(settings, settings.listen_socket, perimeter.ca_dir(settings))
+            (settings.nginx_dir / "keep.nft").write_text(nftables.render(settings))
+            print(f"rendered into {settings.nginx_dir}")
+    except (OSError, RuntimeError, ValueError, nftables.FirewallError) as exc:
+        return _fail(f"provision {args.action}: {exc}")
+    return 0
+
+
+def doctor(args: argparse.Namespace) -> int:
+    return control(argparse.Namespace(args=["keep_doctor"]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keep", description="Keep, the LLM appliance.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("control", help="run a control (Django) management command", add_help=False)
     c.add_argument("args", nargs=argparse.REMAINDER)
     c.set_defaults(func=control)
+
+    pr = sub.add_parser("provision", help="provision this host's perimeter (as root)")
+    pr.add_argument(
+        "action",
+        choices=("up", "check", "render"),
+        help="up: WireGuard, nftables and NGINX's config; check: render both configs and "
+        "run nft -c and nginx -t; render: write the configs only",
+    )
+    pr.set_defaults(func=provision)
+
+    d = sub.add_parser(
+        "doctor", help="report drift between control's peers, WireGuard, NGINX and the policy"
+    )
+    d.set_defaults(func=doctor)
 
     from keep.transparency import cli as verify_cli
 

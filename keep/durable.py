@@ -33,11 +33,13 @@ def create_secret(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def replace(path: Path, data: bytes) -> None:
-    """Atomically replace `path` (mode 0600): write a sibling, fsync, rename, fsync the dir."""
+def replace(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Atomically replace `path` (`mode`, 0600 unless said): write a sibling, fsync, rename,
+    fsync the directory."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
+        os.fchmod(fd, mode)
         os.write(fd, data)
         os.fsync(fd)
     finally:

@@ -293,6 +293,67 @@ class Settings(BaseSettings):
         description="How long a revoked peer's tunnel address stays out of use.",
     )
 
+    # The perimeter: WireGuard, nftables and NGINX (provisioning renders and applies them)
+    listen_socket: Path | None = Field(
+        None,
+        description="Unix socket the API listens on instead of host:port, for NGINX to proxy "
+        "to. Set, the appliance trusts NGINX's `X-Keep-Peer` header and binds every key to "
+        "its peer's tunnel address.",
+    )
+    wg_interface: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,15}$",
+        description="The WireGuard interface provisioning manages; unset means no perimeter "
+        "(development: control changes only the database and the policy).",
+    )
+    wg_listen_port: int = Field(51820, ge=1, le=65535, description="WireGuard's UDP port.")
+    wg_mtu: int = Field(1420, ge=1280, le=9000, description="MTU of the WireGuard interface.")
+    external_interface: str = Field(
+        "eth0",
+        pattern=r"^[A-Za-z0-9_.@-]{1,15}$",
+        description="The interface clients' WireGuard packets arrive on.",
+    )
+    management_networks: tuple[str, ...] = Field(
+        (),
+        description="Networks (CIDR) allowed to reach SSH and the admin console; empty means "
+        "neither is reachable from outside the host.",
+    )
+    management_address: str = Field(
+        "127.0.0.1",
+        description="Address the admin console's TLS listener binds to (on the management "
+        "network).",
+    )
+    management_port: int = Field(
+        8443, ge=1, le=65535, description="TCP port of the admin console's TLS listener."
+    )
+    ssh_port: int = Field(22, ge=1, le=65535, description="SSH port, for the management networks.")
+    tls_server_name: str = Field(
+        "keep.internal",
+        pattern=r"^[A-Za-z0-9.-]{1,253}$",
+        description="The API's TLS name: its certificate's name and the only Host/SNI answered.",
+    )
+    tls_allow_v12: bool = Field(False, description="Also accept TLS 1.2 (TLS 1.3 only when false).")
+    nginx_dir: Path = Field(
+        Path("/etc/keep/nginx"),
+        description="Where provisioning writes NGINX's config, the peer allowlist and the "
+        "server certificate and key (0600).",
+    )
+    nginx_runtime_dir: Path = Field(
+        Path("/run/keep/nginx"),
+        description="NGINX's pid file and temp paths; on tmpfs, so nothing spills to disk.",
+    )
+    nginx_rate_per_s: int = Field(
+        20, ge=1, le=100_000, description="Requests per second per peer before NGINX's 429."
+    )
+    nginx_burst: int = Field(
+        40, ge=0, le=100_000, description="Requests over the rate a peer may burst."
+    )
+    nginx_user: str | None = Field(
+        "www-data",
+        description="User NGINX's workers run as (when started as root); unset keeps the "
+        "starting user.",
+    )
+
     # Logging
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Level of Keep's content-free logs."
@@ -330,7 +391,23 @@ class Settings(BaseSettings):
             raise ValueError("KEEP_RAG_CHUNK_OVERLAP_TOKENS must be below KEEP_RAG_CHUNK_TOKENS")
         if len(str(self.admin_socket).encode()) > 107:
             raise ValueError("KEEP_ADMIN_SOCKET: a unix socket path has at most 107 bytes")
+        if self.listen_socket is not None and len(str(self.listen_socket).encode()) > 107:
+            raise ValueError("KEEP_LISTEN_SOCKET: a unix socket path has at most 107 bytes")
         return self
+
+    @field_validator("management_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from ipaddress import ip_network
+
+        return tuple(str(ip_network(v, strict=True)) for v in value)
+
+    @field_validator("management_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        from ipaddress import ip_address
+
+        return str(ip_address(value))
 
     @field_validator("wg_subnet")
     @classmethod

@@ -62,3 +62,38 @@ def ensure_ca(directory: Path, name: str = "Keep appliance CA", days: int = 3650
     pem = cert.public_bytes(Encoding.PEM)
     cert_path.write_bytes(pem)
     return pem
+
+
+def issue_server_cert(
+    ca_dir: Path, name: str, addresses: tuple[str, ...] = (), days: int = 825
+) -> tuple[bytes, bytes]:
+    """A server certificate for `name` (and `addresses`), signed by the appliance CA.
+    Returns (certificate chain PEM, private key PEM); the caller writes the key 0600."""
+    import ipaddress
+
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    ca_pem = ensure_ca(ca_dir)
+    ca_cert = x509.load_pem_x509_certificate(ca_pem)
+    ca_key = load_pem_private_key((ca_dir / CA_KEY).read_bytes(), password=None)
+    key = generate_private_key(SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    names: list[x509.GeneralName] = [x509.DNSName(name)]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    return cert.public_bytes(Encoding.PEM) + ca_pem, key_pem

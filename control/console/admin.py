@@ -227,9 +227,7 @@ class PeerAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[Peer]) -> None:
         now = timezone.now()
         for peer in queryset.filter(revoked_at__isnull=True):
-            peer.revoked_at = now
-            peer.save(update_fields=["revoked_at"])
-            peer.keys.filter(revoked_at__isnull=True).update(revoked_at=now)
+            peer.revoke(now)
         self.message_user(request, "Revoked; the appliance policy was pushed.")
 
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.conf import settings
 
 from control.console.models import ApiKey, ApplianceIdentity, Peer
-from provisioning import ipam, keys
+from provisioning import ipam, keys, perimeter
 from provisioning.ca import ensure_ca
 from provisioning.wgconfig import ClientConfig, qr_png
 
@@ -25,7 +25,7 @@ receipt-key.txt  the appliance's receipt verifier key, for `keep verify`
 
 
 def server_public_key() -> str:
-    private = keys.ensure_private(settings.KEEP.state_dir / "wireguard" / "server.key")
+    private = keys.ensure_private(perimeter.server_key_path(settings.KEEP))
     return keys.public_of(private)
 
 
@@ -59,7 +59,7 @@ def build(peer: Peer, key_lifetime: timedelta | None = None) -> bytes:
         archive.writestr(f"{name}.conf", config)
         archive.writestr(f"{name}.png", qr_png(config))
         archive.writestr("api-key.txt", api_key + "\n")
-        archive.writestr("ca.crt", ensure_ca(settings.KEEP.state_dir / "ca"))
+        archive.writestr("ca.crt", ensure_ca(perimeter.ca_dir(settings.KEEP)))
         archive.writestr(
             "receipt-key.txt", (identity.verifier_key if identity else "unknown yet") + "\n"
         )

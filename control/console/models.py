@@ -73,6 +73,13 @@ class Peer(models.Model):
     def active(self) -> bool:
         return self.revoked_at is None
 
+    def revoke(self, now: datetime) -> None:
+        """Revoke the peer and its keys. Saving it syncs WireGuard and NGINX and pushes the
+        policy once the change commits (signals.py)."""
+        self.revoked_at = now
+        self.save(update_fields=["revoked_at"])
+        self.keys.filter(revoked_at__isnull=True).update(revoked_at=now)
+
 
 class ApiKey(models.Model):
     peer = models.ForeignKey(Peer, on_delete=models.PROTECT, related_name="keys")
@@ -187,6 +194,7 @@ class Alert(models.Model):
         "push_failed",
         "unreachable",
     )
+    PERIMETER_FAILED, DRIFT = "perimeter_failed", "drift"
     kind = models.CharField(max_length=32)
     detail = models.CharField(max_length=512)
     created = models.DateTimeField(auto_now_add=True)

@@ -1,5 +1,6 @@
-"""Every change to what the policy is compiled from pushes a new policy once it commits, so a
-revocation reaches the appliance at once; failed console logins are recorded for throttling."""
+"""Every change to what the policy is compiled from syncs the perimeter (WireGuard, NGINX)
+and pushes a new policy once it commits, so a revocation reaches the host at once; failed
+console logins are recorded for throttling."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def _schedule_push(**_: Any) -> None:
     """Push once the change commits. Several changes in one commit each schedule a push;
     the first one compiles everything committed, and the rest, seeing a push that started
     after they were scheduled, skip. A rolled-back change schedules nothing."""
+    from control.console.perimeter import sync
     from control.console.policy import push
 
     scheduled = time.monotonic()
@@ -31,6 +33,7 @@ def _schedule_push(**_: Any) -> None:
         if _last_push[0] > scheduled:
             return
         _last_push[0] = time.monotonic()
+        sync()  # WireGuard and NGINX first: a revoked peer's tunnel goes before its keys
         push()
 
     transaction.on_commit(run)

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from control.console import ingest, policy
+from control.console import ingest, perimeter, policy
 
 
 class Command(BaseCommand):
@@ -18,7 +18,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         while True:
+            perimeter.sync()
             pushed = policy.push()
+            perimeter.record_handshakes()
             try:
                 added = ingest.pull()
                 self.stdout.write(f"{pushed}; {added} receipt(s) added")

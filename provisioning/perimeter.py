@@ -1,0 +1,106 @@
+"""The perimeter as one unit: bring it up on a host, keep it in step with control's peers,
+and report where it has drifted.
+
+Control calls `sync` after every committed peer change (add, revoke, rotate), with the
+database's active peers; WireGuard's peer set and NGINX's allowlist then equal them. The
+appliance's policy, the third copy, is pushed by control itself over the admin socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+
+from keep.settings import Settings
+from provisioning import ipam, keys, nftables, nginx, wireguard
+
+
+@dataclass(frozen=True)
+class ActivePeer:
+    public_key: str
+    address: str
+
+    def spec(self) -> wireguard.PeerSpec:
+        prefix = 32 if ip_address(self.address).version == 4 else 128
+        return wireguard.PeerSpec(self.public_key, (f"{self.address}/{prefix}",))
+
+
+def server_key_path(settings: Settings) -> Path:
+    return settings.state_dir / "wireguard" / "server.key"
+
+
+def ca_dir(settings: Settings) -> Path:
+    return settings.state_dir / "ca"
+
+
+def _interface(settings: Settings) -> str:
+    if settings.wg_interface is None:
+        raise ValueError("KEEP_WG_INTERFACE is not set: there is no perimeter")
+    return settings.wg_interface
+
+
+def up(settings: Settings, upstream_socket: Path) -> dict[str, str]:
+    """Provision this host: WireGuard interface, keys and address; the firewall; NGINX's
+    config and certificate, checked by `nginx -t`. Safe to run again."""
+    name = _interface(settings)
+    private = keys.ensure_private(server_key_path(settings))
+    kind = wireguard.create_interface(name, mtu=settings.wg_mtu)
+    wireguard.open_device(name).configure(private, settings.wg_listen_port)
+    server = ipam.server_address(settings.wg_subnet)
+    wireguard.configure_interface(name, server, settings.wg_subnet)
+    ruleset = nftables.render(settings)
+    nftables.check(ruleset)
+    nftables.apply(ruleset)
+    conf = nginx.write(settings, upstream_socket, ca_dir(settings))
+    nginx.check(conf)
+    return {
+        "interface": name,
+        "implementation": kind,
+        "address": server,
+        "public_key": keys.public_of(private),
+        "nginx_conf": str(conf),
+    }
+
+
+def sync(settings: Settings, peers: Iterable[ActivePeer]) -> tuple[int, int]:
+    """WireGuard's peers and NGINX's allowlist become exactly `peers`. Returns WireGuard's
+    (added or updated, removed)."""
+    active = list(peers)
+    device = wireguard.open_device(_interface(settings))
+    changed = wireguard.sync(device, [p.spec() for p in active])
+    nginx.install_allowlist(settings, [p.address for p in active])
+    return changed
+
+
+def drift(settings: Settings, peers: Iterable[ActivePeer]) -> list[str]:
+    """How the host differs from `peers` (control's active peers); empty when in step.
+    Names keys and addresses only."""
+    expected = {p.public_key: p.spec() for p in peers}
+    problems = []
+    try:
+        state = wireguard.open_device(_interface(settings)).state()
+    except wireguard.WireGuardError as exc:
+        return [f"wireguard: {exc}"]
+    for key in sorted(set(state.peers) - set(expected)):
+        problems.append(f"wireguard: peer {key} is configured but not active in control")
+    for key in sorted(set(expected) - set(state.peers)):
+        problems.append(f"wireguard: active peer {key} is missing")
+    for key in sorted(set(expected) & set(state.peers)):
+        want = tuple(sorted(expected[key].allowed_ips))
+        if state.peers[key].allowed_ips != want:
+            problems.append(f"wireguard: peer {key} allows {state.peers[key].allowed_ips}")
+    addresses = {str(ip_address(s.allowed_ips[0].split("/")[0])) for s in expected.values()}
+    listed = nginx.allowlist(settings)
+    for address in sorted(listed - addresses):
+        problems.append(f"nginx: {address} is allowed but is no active peer's")
+    for address in sorted(addresses - listed):
+        problems.append(f"nginx: active peer address {address} is not allowed")
+    return problems
+
+
+def handshakes(settings: Settings) -> dict[str, float]:
+    """Each peer's latest handshake (seconds since the epoch), by public key."""
+    state = wireguard.open_device(_interface(settings)).state()
+    return {k: p.last_handshake for k, p in state.peers.items() if p.last_handshake}
