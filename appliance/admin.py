@@ -110,9 +110,10 @@ def create_admin_app(source: FastAPI) -> FastAPI:
     return app
 
 
-def bind_socket(path: Path) -> socket.socket:
-    """A listening unix socket at `path`, mode 0600 from the start. A stale socket is
-    replaced; a live one (another appliance) or a non-socket file stops start-up."""
+def bind_socket(path: Path, group_access: bool = False) -> socket.socket:
+    """A listening unix socket at `path`, mode 0600 from the start (0660 with
+    `group_access`, for a control running as another user in the directory's group). A stale
+    socket is replaced; a live one (another appliance) or a non-socket file stops start-up."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
@@ -125,12 +126,13 @@ def bind_socket(path: Path) -> socket.socket:
             else:
                 raise RuntimeError("KEEP_ADMIN_SOCKET: another process serves this socket")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
+    mode = 0o660 if group_access else 0o600
+    old = os.umask(0o777 & ~mode)
     try:
         sock.bind(str(path))
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
+    os.chmod(path, mode)
     return sock
 
 
@@ -143,8 +145,10 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve_admin(source: FastAPI, path: Path) -> AsyncIterator[None]:
-    sock = bind_socket(path)
+async def serve_admin(
+    source: FastAPI, path: Path, group_access: bool = False
+) -> AsyncIterator[None]:
+    sock = bind_socket(path, group_access)
     config = uvicorn.Config(
         create_admin_app(source), lifespan="off", log_config=None, access_log=False
     )

@@ -137,7 +137,7 @@ def create_app(
         app.state.keep = state
         reaper = asyncio.create_task(registry.run_reaper())
         try:
-            async with serve_admin(app, settings.admin_socket):
+            async with serve_admin(app, settings.admin_socket, settings.admin_socket_group_access):
                 if on_ready is not None:
                     on_ready()
                 yield

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -145,11 +146,43 @@ def provision(args: argparse.Namespace) -> int:
             nginx.check(conf)
             print("nft -c and nginx -t: both configs pass")
         else:
-            nginx.write(settings, settings.listen_socket, perimeter.ca_dir(settings))
-            (settings.nginx_dir / "keep.nft").write_text(nftables.render(settings))
-            print(f"rendered into {settings.nginx_dir}")
+            perimeter.server_public_key(settings)  # the WireGuard key pair, for bundles
+            out = args.out or settings.nginx_dir
+            nginx.write(settings, settings.listen_socket, perimeter.ca_dir(settings), out)
+            (out / "keep.nft").write_text(nftables.render(settings))
+            print(f"rendered into {out}")
     except (OSError, RuntimeError, ValueError, nftables.FirewallError) as exc:
         return _fail(f"provision {args.action}: {exc}")
+    return 0
+
+
+def models(args: argparse.Namespace) -> int:
+    """Check every pinned model (and the embedder) against its sha256, as start-up does."""
+    from keep.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        return _fail(str(exc))
+    from inference.errors import InferenceError
+    from inference.registry import verify
+    from rag.embedder import resolve_dir, tree_sha256
+    from rag.errors import EmbedderError
+
+    try:
+        for pin in settings.models:
+            verify(pin.name, pin.path, pin.sha256)
+            print(f"{pin.name}: sha256 {pin.sha256} ok")
+    except InferenceError as exc:
+        return _fail(str(exc))
+    embedder = settings.embedder
+    try:
+        actual = tree_sha256(resolve_dir(embedder.path))
+    except (OSError, EmbedderError) as exc:
+        return _fail(f"{embedder.name}: {exc}")
+    if actual != embedder.sha256:
+        return _fail(f"{embedder.name}: tree sha256 {actual} does not match its pin")
+    print(f"{embedder.name}: tree sha256 {actual} ok")
     return 0
 
 
@@ -182,7 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="up: WireGuard, nftables and NGINX's config; check: render both configs and "
         "run nft -c and nginx -t; render: write the configs only",
     )
+    pr.add_argument(
+        "--out",
+        type=Path,
+        help="render: write into this staging directory (the files still name their final "
+        "places under KEEP_NGINX_DIR)",
+    )
     pr.set_defaults(func=provision)
+
+    m = sub.add_parser("models", help="check every pinned model against its sha256")
+    m.set_defaults(func=models)
 
     d = sub.add_parser(
         "doctor", help="report drift between control's peers, WireGuard, NGINX and the policy"

@@ -28,6 +28,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings.exceptions import SettingsError as PydanticSettingsError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -250,6 +251,11 @@ class Settings(BaseSettings):
         description="The admin unix socket (mode 0600) through which control pushes policy "
         "and pulls receipts. The appliance never listens for admin on TCP.",
     )
+    admin_socket_group_access: bool = Field(
+        False,
+        description="Make the admin socket 0660, for a control running as another user in "
+        "the group of the socket's directory (set-group-ID, so the socket inherits it).",
+    )
     admin_max_entries: int = Field(
         1000, ge=1, le=100_000, description="Most receipts one admin pull returns."
     )
@@ -326,6 +332,11 @@ class Settings(BaseSettings):
     management_port: int = Field(
         8443, ge=1, le=65535, description="TCP port of the admin console's TLS listener."
     )
+    control_socket: Path = Field(
+        Path("/run/keep-control/control.sock"),
+        description="Unix socket keep-control serves the console on; NGINX's management "
+        "listener proxies to it.",
+    )
     ssh_port: int = Field(22, ge=1, le=65535, description="SSH port, for the management networks.")
     tls_server_name: str = Field(
         "keep.internal",
@@ -333,6 +344,12 @@ class Settings(BaseSettings):
         description="The API's TLS name: its certificate's name and the only Host/SNI answered.",
     )
     tls_allow_v12: bool = Field(False, description="Also accept TLS 1.2 (TLS 1.3 only when false).")
+    provisioning_dir: Path | None = Field(
+        None,
+        description="Provisioning's keys: the appliance CA and the WireGuard server key (0600, "
+        "root's), beside their public halves (0644) that control reads; unset means "
+        "`<state_dir>/provisioning`.",
+    )
     nginx_dir: Path = Field(
         Path("/etc/keep/nginx"),
         description="Where provisioning writes NGINX's config, the peer allowlist and the "
@@ -424,6 +441,10 @@ class Settings(BaseSettings):
         return self.control_secret_key_file or self.state_dir / "control-secret.key"
 
     @property
+    def provisioning_path(self) -> Path:
+        return self.provisioning_dir or self.state_dir / "provisioning"
+
+    @property
     def receipt_key_path(self) -> Path:
         return self.receipt_key_file or self.state_dir / "receipt-signing.key"
 
@@ -458,6 +479,10 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    except PydanticSettingsError as exc:  # a list or object setting that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"KEEP_{field.group(1).upper()}" if field else "a KEEP_* setting"
+        raise SettingsError(f"{name}: not valid JSON (lists and objects are JSON)") from None
     settings.model_pin()
     return settings
 

@@ -22,7 +22,7 @@ import httpx
 
 from keep.settings import Settings, load_settings
 from lab.net import MANAGEMENT, TUNNEL, LabError, Net
-from provisioning import ipam
+from provisioning import ipam, perimeter
 from provisioning.wgconfig import PRIVATE_KEY_PLACEHOLDER
 
 BIN = Path(sys.executable).parent
@@ -74,7 +74,7 @@ class KeepHost:
 
     @property
     def ca(self) -> Path:
-        return self.root / "state" / "ca" / "ca.crt"
+        return perimeter.ca_dir(self.settings()) / "ca.crt"
 
     def prepare(self) -> None:
         """Directories as a host has them: the API socket's directory is traversable only

@@ -27,7 +27,7 @@ def ensure_ca(directory: Path, name: str = "Keep appliance CA", days: int = 3650
     cert_path = directory / CA_CERT
     if cert_path.exists():
         return cert_path.read_bytes()
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)  # the key inside is 0600
     key = generate_private_key(SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
@@ -65,7 +65,11 @@ def ensure_ca(directory: Path, name: str = "Keep appliance CA", days: int = 3650
 
 
 def issue_server_cert(
-    ca_dir: Path, name: str, addresses: tuple[str, ...] = (), days: int = 825
+    ca_dir: Path,
+    name: str,
+    addresses: tuple[str, ...] = (),
+    more_names: tuple[str, ...] = (),
+    days: int = 825,
 ) -> tuple[bytes, bytes]:
     """A server certificate for `name` (and `addresses`), signed by the appliance CA.
     Returns (certificate chain PEM, private key PEM); the caller writes the key 0600."""
@@ -78,8 +82,10 @@ def issue_server_cert(
     ca_key = load_pem_private_key((ca_dir / CA_KEY).read_bytes(), password=None)
     key = generate_private_key(SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    names: list[x509.GeneralName] = [x509.DNSName(name)]
-    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    ips = {ipaddress.ip_address(a) for a in (*addresses, *more_names) if _is_ip(a)}
+    dns = dict.fromkeys([name, *(n for n in more_names if not _is_ip(n))])
+    names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns]
+    names += [x509.IPAddress(ip) for ip in sorted(ips, key=str)]
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -97,3 +103,13 @@ def issue_server_cert(
     )
     key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     return cert.public_bytes(Encoding.PEM) + ca_pem, key_pem
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -58,6 +58,7 @@ def check_public(text: str) -> str:
 def ensure_private(path: Path) -> str:
     """The private key at `path`, generated there on first use."""
     if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Traversable, so the public half beside it can be read; the key itself is 0600.
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         create_secret(path, (generate_private() + "\n").encode())
     return path.read_text().strip()

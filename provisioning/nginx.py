@@ -18,6 +18,8 @@ What the rendered config guarantees:
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -31,7 +33,7 @@ from provisioning import ipam
 from provisioning.ca import issue_server_cert
 
 CONF = "nginx.conf"
-ALLOWLIST = "peers.conf"
+ALLOWLIST = "nginx-peers.conf"
 CERT = "server.crt"
 KEY = "server.key"
 PID = "nginx.pid"
@@ -67,9 +69,49 @@ def _proxy_location(match: str, limit: int, deadline: int) -> str:
 """
 
 
+def _listen(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ip_address(address).version == 6 else f"{address}:{port}"
+
+
+def _admin_static() -> str:
+    """The Django admin's own static files, served by NGINX (found without importing Django)."""
+    spec = importlib.util.find_spec("django")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("Django is not installed: the console's static files are missing")
+    return f"{spec.submodule_search_locations[0]}/contrib/admin/static/admin/"
+
+
+def _management_server(settings: Settings, run: Path) -> str:
+    """The console, on the management address only (the firewall admits the management
+    networks only), TLS from the appliance CA, proxied to keep-control's unix socket."""
+    names = " ".join(settings.control_allowed_hosts)
+    listen = _listen(settings.management_address, settings.management_port)
+    return f"""    server {{
+        listen {listen} ssl http2;
+        server_name {names};
+        access_log {run}/management.log keep_content_free;
+        client_max_body_size 1m;
+        add_header Strict-Transport-Security "max-age=63072000" always;
+        add_header X-Content-Type-Options nosniff always;
+        add_header X-Frame-Options DENY always;
+        add_header Referrer-Policy same-origin always;
+
+        location /static/admin/ {{
+            alias {_admin_static()};
+        }}
+        location / {{
+            proxy_pass http://unix:{settings.control_socket}:;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-Proto https;
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }}
+    }}
+"""
+
+
 def render(settings: Settings, upstream_socket: Path) -> str:
     address = ipam.server_address(settings.wg_subnet)
-    listen = f"[{address}]:443" if ip_address(address).version == 6 else f"{address}:443"
+    listen = _listen(address, 443)
     conf_dir = settings.nginx_dir
     run = settings.nginx_runtime_dir
     protocols = "TLSv1.2 TLSv1.3" if settings.tls_allow_v12 else "TLSv1.3"
@@ -111,7 +153,7 @@ http {{
 
     geo $keep_peer {{
         default 0;
-        include {conf_dir}/{ALLOWLIST};
+        include {allowlist_path(settings)};
     }}
     limit_req_zone $binary_remote_addr zone=keep_peers:10m rate={settings.nginx_rate_per_s}r/s;
     limit_req_status 429;
@@ -149,8 +191,15 @@ http {{
             return 444;
         }}
     }}
-}}
+
+{_management_server(settings, run)}}}
 """
+
+
+def allowlist_path(settings: Settings) -> Path:
+    """In control's state directory: control rewrites it without any right on NGINX's own
+    config (a systemd path unit reloads NGINX when it changes)."""
+    return settings.state_dir / ALLOWLIST
 
 
 def render_allowlist(addresses: Iterable[str]) -> str:
@@ -162,7 +211,7 @@ def render_allowlist(addresses: Iterable[str]) -> str:
 
 def allowlist(settings: Settings) -> set[str]:
     """The addresses in the installed allowlist."""
-    path = settings.nginx_dir / ALLOWLIST
+    path = allowlist_path(settings)
     if not path.exists():
         return set()
     return {
@@ -172,20 +221,26 @@ def allowlist(settings: Settings) -> set[str]:
     }
 
 
-def write(settings: Settings, upstream_socket: Path, ca_dir: Path) -> Path:
+def write(settings: Settings, upstream_socket: Path, ca_dir: Path, out: Path | None = None) -> Path:
     """Write the config, an empty allowlist if there is none, and a server certificate from
-    the appliance CA if there is none. Returns the config's path."""
-    conf_dir = settings.nginx_dir
+    the appliance CA if there is none. Returns the config's path. With `out`, the files go
+    there (a staging directory) but still name their final places under KEEP_NGINX_DIR."""
+    conf_dir = out or settings.nginx_dir
     conf_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
     settings.nginx_runtime_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
     if not (conf_dir / KEY).exists():
+        # One certificate for the API's name and the console's names and address.
         chain, key = issue_server_cert(
-            ca_dir, settings.tls_server_name, (ipam.server_address(settings.wg_subnet),)
+            ca_dir,
+            settings.tls_server_name,
+            (ipam.server_address(settings.wg_subnet), settings.management_address),
+            settings.control_allowed_hosts,
         )
         create_secret(conf_dir / KEY, key)
         replace(conf_dir / CERT, chain, mode=0o644)
-    if not (conf_dir / ALLOWLIST).exists():
-        replace(conf_dir / ALLOWLIST, render_allowlist(()).encode(), mode=0o644)
+    if not allowlist_path(settings).exists():
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        replace(allowlist_path(settings), render_allowlist(()).encode(), mode=0o644)
     conf = conf_dir / CONF
     replace(conf, render(settings, upstream_socket).encode(), mode=0o644)
     return conf
@@ -206,7 +261,7 @@ def check(conf: Path) -> None:
 def install_allowlist(settings: Settings, addresses: Iterable[str]) -> bool:
     """Replace the allowlist and reload NGINX if it changed. Returns whether it changed."""
     text = render_allowlist(addresses)
-    path = settings.nginx_dir / ALLOWLIST
+    path = allowlist_path(settings)
     if path.exists() and path.read_text() == text:
         return False
     replace(path, text.encode(), mode=0o644)
@@ -219,13 +274,18 @@ def running_pid(settings: Settings) -> int | None:
     try:
         pid = int(path.read_text().strip())
         os.kill(pid, 0)
+    except PermissionError:
+        return pid  # alive, and not ours to signal
     except (OSError, ValueError):
         return None
     return pid
 
 
 def reload(settings: Settings) -> None:
-    """SIGHUP: the master rereads the config; old workers finish their streams first."""
+    """SIGHUP: the master rereads the config; old workers finish their streams first. A
+    caller without the right to signal NGINX (control, as its own user) leaves the reload to
+    the systemd path unit that watches the allowlist."""
     pid = running_pid(settings)
     if pid is not None:
-        os.kill(pid, signal.SIGHUP)
+        with contextlib.suppress(PermissionError):
+            os.kill(pid, signal.SIGHUP)

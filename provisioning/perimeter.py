@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
 
+from keep import durable
 from keep.settings import Settings
 from provisioning import ipam, keys, nftables, nginx, wireguard
 
@@ -28,11 +29,22 @@ class ActivePeer:
 
 
 def server_key_path(settings: Settings) -> Path:
-    return settings.state_dir / "wireguard" / "server.key"
+    return settings.provisioning_path / "wireguard" / "server.key"
 
 
 def ca_dir(settings: Settings) -> Path:
-    return settings.state_dir / "ca"
+    return settings.provisioning_path / "ca"
+
+
+def server_public_key(settings: Settings) -> str:
+    """The WireGuard server's public key, from `server.pub` (0644) beside the private key, so
+    that control never needs to read the private one. Created with the key pair if absent."""
+    pub = server_key_path(settings).with_name("server.pub")
+    if pub.exists():
+        return pub.read_text().strip()
+    public = keys.public_of(keys.ensure_private(server_key_path(settings)))
+    durable.replace(pub, (public + "\n").encode(), mode=0o644)
+    return public
 
 
 def _interface(settings: Settings) -> str:
@@ -46,6 +58,7 @@ def up(settings: Settings, upstream_socket: Path) -> dict[str, str]:
     config and certificate, checked by `nginx -t`. Safe to run again."""
     name = _interface(settings)
     private = keys.ensure_private(server_key_path(settings))
+    server_public_key(settings)
     kind = wireguard.create_interface(name, mtu=settings.wg_mtu)
     wireguard.open_device(name).configure(private, settings.wg_listen_port)
     server = ipam.server_address(settings.wg_subnet)

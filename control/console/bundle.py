@@ -25,8 +25,7 @@ receipt-key.txt  the appliance's receipt verifier key, for `keep verify`
 
 
 def server_public_key() -> str:
-    private = keys.ensure_private(perimeter.server_key_path(settings.KEEP))
-    return keys.public_of(private)
+    return perimeter.server_public_key(settings.KEEP)
 
 
 def build(peer: Peer, key_lifetime: timedelta | None = None) -> bytes:

@@ -103,3 +103,12 @@ def test_batch_must_fit_one_token_per_session(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("KEEP_N_BATCH", "32")
     with pytest.raises(SettingsError, match=r"^KEEP_N_BATCH must be at least KEEP_MAX_SESSIONS"):
         load_settings()
+
+
+def test_a_list_setting_that_is_not_json_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What a shell makes of KEEP_CONTROL_ALLOWED_HOSTS=["a"] when it strips the quotes.
+    monkeypatch.setenv("KEEP_CONTROL_ALLOWED_HOSTS", "[keep-1.example.internal]")
+    with pytest.raises(SettingsError, match=r"^KEEP_CONTROL_ALLOWED_HOSTS: not valid JSON"):
+        load_settings()

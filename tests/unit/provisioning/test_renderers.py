@@ -85,7 +85,15 @@ def server_block(text: str) -> str:
 def test_nginx_config_keeps_its_promises(tmp_path: Path) -> None:
     settings = perimeter_settings(tmp_path, max_body_bytes=2 << 20, rag_max_upload_bytes=8 << 20)
     text = nginx.render(settings, tmp_path / "api.sock")
-    assert re.findall(r"listen (\S+)", text) == ["198.51.100.1:443", "198.51.100.1:443"]
+    # The API on the tunnel address only; the console on the management address only.
+    assert re.findall(r"listen (\S+)", text) == [
+        "198.51.100.1:443",
+        "198.51.100.1:443",
+        "127.0.0.1:8443",
+    ]
+    console = text[text.index("127.0.0.1:8443") :]
+    assert f"proxy_pass http://unix:{settings.control_socket}:;" in console
+    assert "/contrib/admin/static/admin/;" in console
     assert "ssl_protocols TLSv1.3;" in text
     assert "ssl_reject_handshake on;" in text
     default = text[text.index("default_server") : text.index("server_name")]

@@ -1,0 +1,106 @@
+"""The systemd units: `systemd-analyze verify` accepts every one, and
+`systemd-analyze security --offline=true` scores them within the issue's thresholds
+(appliance and control ≤ 2.0, the GPU appliance ≤ 3.5). Both tools are systemd's own; the
+units are checked in a scratch root holding the system's units and stand-ins for Keep's
+executables, since verify insists that ExecStart's binary exists."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+UNITS = ROOT / "systemd"
+THRESHOLDS = {
+    "keep-appliance.service": 2.0,
+    "keep-control.service": 2.0,
+    "keep-control-sync.service": 2.0,
+    "keep-appliance-gpu.service": 3.5,
+}
+EXECUTABLES = (
+    "opt/keep/.venv/bin/keep",
+    "opt/keep/.venv/bin/uvicorn",
+    "usr/sbin/nginx",
+    "sbin/start-stop-daemon",
+)
+
+
+def scratch_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    system = root / "etc" / "systemd" / "system"
+    (system / "nginx.service.d").mkdir(parents=True)
+    (root / "usr" / "lib" / "systemd").mkdir(parents=True)
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    (root / "lib").symlink_to("usr/lib")
+    for unit in [*UNITS.glob("*.service"), *UNITS.glob("*.path")]:
+        shutil.copy(unit, system)
+    shutil.copy(UNITS / "nginx.service.d" / "keep.conf", system / "nginx.service.d")
+    for exe in EXECUTABLES:
+        path = root / exe
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    return root
+
+
+def verify(root: Path, unit: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root}", unit],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root / "etc" / "systemd" / "system",
+    )
+
+
+def units() -> list[str]:
+    names = [p.name for p in [*UNITS.glob("*.service"), *UNITS.glob("*.path")]]
+    return sorted(names)
+
+
+@pytest.mark.parametrize("unit", [*units(), "nginx.service"])
+def test_systemd_analyze_verify_accepts_the_unit(unit: str, tmp_path: Path) -> None:
+    result = verify(scratch_root(tmp_path), unit)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""
+
+
+def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
+    root = scratch_root(tmp_path)
+    unit = root / "etc/systemd/system/keep-appliance.service"
+    unit.write_text(unit.read_text().replace("ProtectSystem=strict", "ProtectSystm=strict"))
+    result = verify(root, "keep-appliance.service")
+    assert "Unknown key 'ProtectSystm'" in result.stderr
+
+
+def exposure(unit: Path) -> float:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout[-2000:] + result.stderr
+    return float(match.group(1))
+
+
+@pytest.mark.parametrize("unit", sorted(THRESHOLDS))
+def test_exposure_score_is_within_its_threshold(unit: str) -> None:
+    assert exposure(UNITS / unit) <= THRESHOLDS[unit]
+
+
+def test_the_score_would_catch_a_weakened_unit(tmp_path: Path) -> None:
+    text = (UNITS / "keep-appliance.service").read_text()
+    kept = {"[Unit]", "[Service]", "[Install]", "Type=exec", "User=keep", "Group=keep"}
+    bare = "\n".join(
+        line for line in text.splitlines() if line in kept or line.startswith("ExecStart=")
+    )
+    weak = tmp_path / "keep-appliance.service"
+    weak.write_text(bare + "\n")
+    assert exposure(weak) > THRESHOLDS["keep-appliance.service"]
