@@ -247,7 +247,7 @@ class Settings(BaseSettings):
         "`<state_dir>/receipt-signing.key`, created with mode 0600 on first start.",
     )
     admin_socket: Path = Field(
-        Path("/run/keep/admin.sock"),
+        Path("/run/keep-admin/admin.sock"),
         description="The admin unix socket (mode 0600) through which control pushes policy "
         "and pulls receipts. The appliance never listens for admin on TCP.",
     )
@@ -352,11 +352,11 @@ class Settings(BaseSettings):
     )
     nginx_dir: Path = Field(
         Path("/etc/keep/nginx"),
-        description="Where provisioning writes NGINX's config, the peer allowlist and the "
-        "server certificate and key (0600).",
+        description="Where provisioning writes NGINX's config and the "
+        "server certificate and key (0600); the allowlist is in the state directory.",
     )
     nginx_runtime_dir: Path = Field(
-        Path("/run/keep/nginx"),
+        Path("/run/keep-nginx"),
         description="NGINX's pid file and temp paths; on tmpfs, so nothing spills to disk.",
     )
     nginx_rate_per_s: int = Field(
