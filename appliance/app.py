@@ -31,11 +31,10 @@ from appliance.state import ApplianceState
 from inference.engine import Engine
 from inference.model import LlamaModel, ModelConfig
 from inference.registry import verify
+from keep.routes import DOCUMENTS_PATH
 from keep.settings import Settings
 from rag.collection import CollectionLimits, MemoryBudget
 from rag.embedder import Embedder, EmbedderConfig
-
-DOCUMENTS_ROUTE = r"/v1/sessions/[^/]+/documents"
 
 log = logging.getLogger("keep.appliance")
 
@@ -165,7 +164,7 @@ def create_app(
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
-        per_route=((DOCUMENTS_ROUTE, settings.rag_max_upload_bytes),),
+        per_route=((DOCUMENTS_PATH, settings.rag_max_upload_bytes),),
     )
     app.add_middleware(AccessLog)
     return app

@@ -166,7 +166,7 @@ def models(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     from inference.errors import InferenceError
     from inference.registry import verify
-    from rag.embedder import resolve_dir, tree_sha256
+    from rag.embedder import verify_dir
     from rag.errors import EmbedderError
 
     try:
@@ -177,12 +177,10 @@ def models(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     embedder = settings.embedder
     try:
-        actual = tree_sha256(resolve_dir(embedder.path))
+        verify_dir(embedder.name, embedder.path, embedder.sha256)
     except (OSError, EmbedderError) as exc:
-        return _fail(f"{embedder.name}: {exc}")
-    if actual != embedder.sha256:
-        return _fail(f"{embedder.name}: tree sha256 {actual} does not match its pin")
-    print(f"{embedder.name}: tree sha256 {actual} ok")
+        return _fail(str(exc))
+    print(f"{embedder.name}: tree sha256 {embedder.sha256} ok")
     return 0
 
 

@@ -87,10 +87,3 @@ def check(text: str) -> None:
 def apply(text: str) -> None:
     """One atomic transaction: all of it, or nothing and the old ruleset stays."""
     _nft([], text)
-
-
-def current() -> str:
-    result = subprocess.run(
-        ["nft", "list", "table", "inet", TABLE], capture_output=True, text=True, timeout=60
-    )
-    return result.stdout if result.returncode == 0 else ""

@@ -28,6 +28,7 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from keep.durable import create_secret, replace
+from keep.routes import DOCUMENTS_PATH
 from keep.settings import Settings
 from provisioning import ipam
 from provisioning.ca import issue_server_cert
@@ -41,12 +42,7 @@ TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
 # The appliance's document upload route, which alone takes bodies up to the upload limit.
-DOCUMENTS_LOCATION = "~ ^/v1/sessions/[^/]+/documents$"
-
-
-def body_limit(settings: Settings) -> int:
-    """The largest request body any route accepts."""
-    return max(settings.max_body_bytes, settings.rag_max_upload_bytes)
+DOCUMENTS_LOCATION = f"~ ^{DOCUMENTS_PATH}$"
 
 
 def _proxy_location(match: str, limit: int, deadline: int) -> str:

@@ -90,7 +90,8 @@ def sync(settings: Settings, peers: Iterable[ActivePeer]) -> tuple[int, int]:
 def drift(settings: Settings, peers: Iterable[ActivePeer]) -> list[str]:
     """How the host differs from `peers` (control's active peers); empty when in step.
     Names keys and addresses only."""
-    expected = {p.public_key: p.spec() for p in peers}
+    active = list(peers)
+    expected = {p.public_key: p.spec() for p in active}
     problems = []
     try:
         state = wireguard.open_device(_interface(settings)).state()
@@ -104,7 +105,7 @@ def drift(settings: Settings, peers: Iterable[ActivePeer]) -> list[str]:
         want = tuple(sorted(expected[key].allowed_ips))
         if state.peers[key].allowed_ips != want:
             problems.append(f"wireguard: peer {key} allows {state.peers[key].allowed_ips}")
-    addresses = {str(ip_address(s.allowed_ips[0].split("/")[0])) for s in expected.values()}
+    addresses = {str(ip_address(p.address)) for p in active}
     listed = nginx.allowlist(settings)
     for address in sorted(listed - addresses):
         problems.append(f"nginx: {address} is allowed but is no active peer's")

@@ -59,17 +59,23 @@ class EmbedderConfig:
     batch_size: int = 64
 
 
+def verify_dir(name: str, path_spec: str, sha256: str) -> Path:
+    """Resolve a pinned model directory; refuse it unless its tree sha256 matches."""
+    root = resolve_dir(path_spec)
+    if not root.is_dir():
+        raise EmbedderError(f"embedder {name!r}: directory not found at {root}")
+    actual = tree_sha256(root)
+    if actual != sha256:
+        raise EmbedderError(
+            f"embedder {name!r}: tree sha256 of {root} is {actual}, "
+            f"but the pin is {sha256}; refusing it"
+        )
+    return root
+
+
 class Embedder:
     def __init__(self, config: EmbedderConfig) -> None:
-        root = resolve_dir(config.path)
-        if not root.is_dir():
-            raise EmbedderError(f"embedder {config.name!r}: directory not found at {root}")
-        actual = tree_sha256(root)
-        if actual != config.sha256:
-            raise EmbedderError(
-                f"embedder {config.name!r}: tree sha256 of {root} is {actual}, "
-                f"but the pin is {config.sha256}; refusing it"
-            )
+        root = verify_dir(config.name, config.path, config.sha256)
         # Offline whatever the caller's environment says: no hub, no telemetry, ever.
         os.environ.update(
             HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1"
