@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -141,9 +142,13 @@ def provision(args: argparse.Namespace) -> int:
         if args.action == "up":
             print(json.dumps(perimeter.up(settings, settings.listen_socket), indent=2))
         elif args.action == "check":
+            # Checked where they are rendered, in a scratch directory: a check changes nothing
+            # on the host. NGINX's config names the installed certificate and allowlist.
             nftables.check(nftables.render(settings))
-            conf = nginx.write(settings, settings.listen_socket, perimeter.ca_dir(settings))
-            nginx.check(conf)
+            with tempfile.TemporaryDirectory(prefix="keep-check-") as scratch:
+                conf = Path(scratch) / nginx.CONF
+                conf.write_text(nginx.render(settings, settings.listen_socket))
+                nginx.check(conf)
             print("nft -c and nginx -t: both configs pass")
         else:
             perimeter.server_public_key(settings)  # the WireGuard key pair, for bundles

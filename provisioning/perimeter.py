@@ -9,7 +9,7 @@ appliance's policy, the third copy, is pushed by control itself over the admin s
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -22,10 +22,13 @@ from provisioning import ipam, keys, nftables, nginx, wireguard
 class ActivePeer:
     public_key: str
     address: str
+    preshared_key: str | None = field(default=None, repr=False)
 
     def spec(self) -> wireguard.PeerSpec:
         prefix = 32 if ip_address(self.address).version == 4 else 128
-        return wireguard.PeerSpec(self.public_key, (f"{self.address}/{prefix}",))
+        return wireguard.PeerSpec(
+            self.public_key, (f"{self.address}/{prefix}",), self.preshared_key
+        )
 
 
 def server_key_path(settings: Settings) -> Path:
@@ -105,6 +108,8 @@ def drift(settings: Settings, peers: Iterable[ActivePeer]) -> list[str]:
         want = tuple(sorted(expected[key].allowed_ips))
         if state.peers[key].allowed_ips != want:
             problems.append(f"wireguard: peer {key} allows {state.peers[key].allowed_ips}")
+        if state.peers[key].preshared != expected[key].preshared:
+            problems.append(f"wireguard: peer {key}'s preshared key is not control's")
     addresses = {str(ip_address(p.address)) for p in active}
     listed = nginx.allowlist(settings)
     for address in sorted(listed - addresses):

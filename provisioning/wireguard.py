@@ -9,11 +9,14 @@ Debian's kernel has the module; hosts without it (and the test machines) run wir
 Peer changes are applied as differences: a peer that stays is never removed and re-added,
 so its session and its in-flight traffic survive every other peer's churn.
 Keys travel as base64 here and as hex on the UAPI socket; private keys are never logged.
+Preshared keys are secrets too: a peer's state carries only a fingerprint of its preshared
+key, which is what `diff` compares, and specs leave the key out of their repr.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -37,13 +40,18 @@ class PeerSpec:
 
     public_key: str
     allowed_ips: tuple[str, ...]
-    preshared_key: str | None = None
+    preshared_key: str | None = field(default=None, repr=False)
+
+    @property
+    def preshared(self) -> str | None:
+        return psk_fingerprint(self.preshared_key)
 
 
 @dataclass(frozen=True)
 class PeerState:
     public_key: str
     allowed_ips: tuple[str, ...]
+    preshared: str | None = None  # the preshared key's fingerprint; None: no preshared key
     endpoint: str | None = None
     last_handshake: float | None = None  # seconds since the epoch; None: never
     rx_bytes: int = 0
@@ -63,6 +71,20 @@ class Device(Protocol):
     def configure(self, private_key: str, listen_port: int) -> None: ...
     def state(self) -> DeviceState: ...
     def apply(self, add: Iterable[PeerSpec], remove: Iterable[str]) -> None: ...
+
+
+ZERO_KEY = base64.b64encode(bytes(32)).decode("ascii")  # "no preshared key" on the wire
+
+
+def psk_fingerprint(key: str | bytes | None) -> str | None:
+    """A non-secret name for a preshared key (base64 or raw bytes): enough to tell two keys
+    apart, useless to an attacker. None for no key (absent, or all zeros as devices say)."""
+    if key is None:
+        return None
+    raw = key if isinstance(key, bytes) else base64.b64decode(key, validate=True)
+    if not any(raw):
+        return None
+    return hashlib.sha256(b"keep-psk-fingerprint" + raw).hexdigest()[:16]
 
 
 def _hex(key: str) -> str:
@@ -116,8 +138,7 @@ class UapiDevice:
             lines += [f"public_key={_hex(key)}", "remove=true"]
         for peer in add:
             lines.append(f"public_key={_hex(peer.public_key)}")
-            if peer.preshared_key:
-                lines.append(f"preshared_key={_hex(peer.preshared_key)}")
+            lines.append(f"preshared_key={_hex(peer.preshared_key or ZERO_KEY)}")
             lines.append("replace_allowed_ips=true")
             lines += [f"allowed_ip={ip}" for ip in peer.allowed_ips]
         if len(lines) > 1:
@@ -140,6 +161,8 @@ class UapiDevice:
                 current["allowed_ips"].append(value)  # type: ignore[attr-defined]
             elif key == "endpoint":
                 current["endpoint"] = value
+            elif key == "preshared_key":
+                current["preshared"] = psk_fingerprint(bytes.fromhex(value))
             elif key in ("rx_bytes", "tx_bytes", "last_handshake_time_sec"):
                 current[key] = int(value)
         for p in peers:
@@ -147,6 +170,7 @@ class UapiDevice:
             state = PeerState(
                 public_key=str(p["public_key"]),
                 allowed_ips=_canonical_ips(p["allowed_ips"]),  # type: ignore[arg-type]
+                preshared=p.get("preshared"),  # type: ignore[arg-type]
                 endpoint=p.get("endpoint"),  # type: ignore[arg-type]
                 last_handshake=float(handshake) if handshake else None,  # type: ignore[arg-type]
                 rx_bytes=int(p.get("rx_bytes", 0)),  # type: ignore[call-overload]
@@ -186,9 +210,8 @@ class NetlinkDevice:
                     "public_key": peer.public_key,
                     "allowed_ips": list(peer.allowed_ips),
                     "replace_allowed_ips": True,
+                    "preshared_key": peer.preshared_key or ZERO_KEY,
                 }
-                if peer.preshared_key:
-                    spec["preshared_key"] = peer.preshared_key
                 wg.set(self.name, peer=spec)
 
     def state(self) -> DeviceState:
@@ -210,6 +233,7 @@ class NetlinkDevice:
                     device.peers[key] = PeerState(
                         public_key=key,
                         allowed_ips=_canonical_ips(ips),
+                        preshared=_netlink_psk(peer.get_attr("WGPEER_A_PRESHARED_KEY")),
                         last_handshake=float(seconds) or None,
                         rx_bytes=peer.get_attr("WGPEER_A_RX_BYTES") or 0,
                         tx_bytes=peer.get_attr("WGPEER_A_TX_BYTES") or 0,
@@ -219,6 +243,11 @@ class NetlinkDevice:
 
 def _netlink_key(value: bytes | str) -> str:
     return value.decode("ascii") if isinstance(value, bytes) else value
+
+
+def _netlink_psk(value: bytes | str | None) -> str | None:
+    """pyroute2 hands keys over in base64, as bytes; the kernel sends zeros for none."""
+    return None if value is None else psk_fingerprint(_netlink_key(value))
 
 
 def open_device(name: str, directory: Path = UAPI_DIR) -> Device:
@@ -237,7 +266,7 @@ def diff(current: DeviceState, desired: Iterable[PeerSpec]) -> tuple[list[PeerSp
         for key, p in sorted(wanted.items())
         if key not in current.peers
         or current.peers[key].allowed_ips != _canonical_ips(p.allowed_ips)
-        or p.preshared_key is not None
+        or current.peers[key].preshared != p.preshared
     ]
     return add, remove
 

@@ -205,7 +205,7 @@ class PeerAdmin(admin.ModelAdmin):
             return None
         return queryset[0]
 
-    @admin.action(description="Download client bundle (issues a new API key)")
+    @admin.action(description="Download client bundle (issues a new API key and preshared key)")
     def download_bundle(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
         peer = self._one(request, queryset)
         return None if peer is None else _zip(peer, bundle.build(peer))

@@ -1,5 +1,7 @@
-"""The client bundle: wg-quick config and its QR code, a new API key (shown only here), the
-appliance CA certificate and the receipt verifier key, zipped in memory."""
+"""The client bundle: wg-quick config and its QR code, a new API key and a new WireGuard
+preshared key (both shown only here), the appliance CA certificate and the receipt verifier
+key, zipped in memory. Each bundle replaces the peer's preshared key, so an earlier bundle's
+tunnel config stops working once the new one is issued."""
 
 from __future__ import annotations
 
@@ -29,13 +31,15 @@ def server_public_key() -> str:
 
 
 def build(peer: Peer, key_lifetime: timedelta | None = None) -> bytes:
-    """Issue a new API key for `peer` and return the bundle. A server-generated peer gets a
-    fresh key pair here; its private key exists only inside the returned zip."""
+    """Issue a new API key and preshared key for `peer` and return the bundle. A
+    server-generated peer gets a fresh key pair here; its private key exists only inside the
+    returned zip. Saving the peer syncs WireGuard once the change commits (signals.py)."""
     private: str | None = None
     if peer.server_generated:
         private = keys.generate_private()
         peer.public_key = keys.public_of(private)
-        peer.save(update_fields=["public_key"])
+    peer.preshared_key = keys.generate_preshared()
+    peer.save(update_fields=["public_key", "preshared_key"])
     _, api_key = ApiKey.issue(peer, key_lifetime)
     net = ipam.network(settings.KEEP.wg_subnet)
     config = ClientConfig(
@@ -45,6 +49,7 @@ def build(peer: Peer, key_lifetime: timedelta | None = None) -> bytes:
         endpoint=settings.KEEP.wg_endpoint,
         allowed_ips=f"{ipam.server_address(settings.KEEP.wg_subnet)}/{net.max_prefixlen}",
         private_key=private,
+        preshared_key=peer.preshared_key,
     ).render()
     identity = ApplianceIdentity.objects.first()
     name = peer.name

@@ -44,6 +44,10 @@ class Peer(models.Model):
         default=False, help_text="The server generates the key pair (opt-in); it never stores it."
     )
     address = models.GenericIPAddressField(protocol="both", unpack_ipv4=True)
+    # WireGuard's preshared key, issued with each bundle: a second, symmetric layer on the
+    # tunnel's handshake (post-quantum margin). WireGuard needs it in the clear, so it is
+    # kept here, never shown in the console, and wiped on revocation. Empty: none issued yet.
+    preshared_key = models.CharField(max_length=44, blank=True, default="", editable=False)
     created = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_handshake = models.DateTimeField(null=True, blank=True)
@@ -74,10 +78,11 @@ class Peer(models.Model):
         return self.revoked_at is None
 
     def revoke(self, now: datetime) -> None:
-        """Revoke the peer and its keys. Saving it syncs WireGuard and NGINX and pushes the
-        policy once the change commits (signals.py)."""
+        """Revoke the peer and its keys, and forget its preshared key. Saving it syncs
+        WireGuard and NGINX and pushes the policy once the change commits (signals.py)."""
         self.revoked_at = now
-        self.save(update_fields=["revoked_at"])
+        self.preshared_key = ""
+        self.save(update_fields=["revoked_at", "preshared_key"])
         self.keys.filter(revoked_at__isnull=True).update(revoked_at=now)
 
 

@@ -21,7 +21,7 @@ log = logging.getLogger("keep.control")
 
 def active_peers() -> list[perimeter.ActivePeer]:
     return [
-        perimeter.ActivePeer(p.public_key, p.address)
+        perimeter.ActivePeer(p.public_key, p.address, p.preshared_key or None)
         for p in Peer.objects.active().exclude(public_key="")
     ]
 

@@ -6,6 +6,7 @@ import io
 import json
 import zipfile
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import png
@@ -135,6 +136,42 @@ def test_server_generated_bundle_holds_the_only_copy_of_the_private_key(
     assert keys.public_of(private) == peer.public_key
     for row in Peer.objects.values():
         assert private not in json.dumps(row, default=str)
+
+
+def _bundle_psk(response: Any) -> str:
+    config = zipfile.ZipFile(io.BytesIO(response.content)).read("laptop-1.conf").decode()
+    lines = [line for line in config.splitlines() if line.startswith("PresharedKey = ")]
+    assert len(lines) == 1, config
+    return lines[0].removeprefix("PresharedKey = ")
+
+
+def test_each_bundle_issues_a_preshared_key_that_the_console_never_shows(
+    console: Console,
+) -> None:
+    peer = add_client_and_peer(console, public_key=keys.public_of(keys.generate_private()))
+    assert peer.preshared_key == ""  # none before the first bundle
+    changelist = reverse("keep:console_peer_changelist")
+    first = _bundle_psk(console.action(changelist, "download_bundle", [peer.pk]))
+    assert len(keys.decode(first)) == 32
+    peer.refresh_from_db()
+    assert peer.preshared_key == first
+    from control.console.perimeter import active_peers
+
+    [active] = active_peers()
+    assert active.spec().preshared_key == first
+    assert first not in repr(active)
+    assert first not in repr(active.spec())
+    second = _bundle_psk(console.action(changelist, "download_bundle", [peer.pk]))
+    assert second != first  # a new bundle replaces the tunnel's preshared key
+    for page in (
+        console.get(changelist),
+        console.get(reverse("keep:console_peer_change", args=[peer.pk])),
+    ):
+        assert page.status_code == 200
+        assert second.encode() not in page.content
+    console.action(changelist, "revoke", [peer.pk])
+    peer.refresh_from_db()
+    assert peer.preshared_key == ""  # forgotten on revocation
 
 
 def test_revoke_and_rotate(console: Console) -> None:

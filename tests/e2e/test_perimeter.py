@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import json
 import os
 import subprocess
@@ -363,12 +364,85 @@ def test_a_source_outside_the_peers_allowed_ips_is_not_delivered(lab: Lab) -> No
         lab.net.check("client", ["ip", "addr", "del", f"{spoofed}/32", "dev", me.interface])
 
 
+# Preshared keys -------------------------------------------------------------------------
+
+
+def _wg_show(lab: Lab, host: str, interface: str, what: str) -> dict[str, str]:
+    out = lab.net.check(host, ["wg", "show", interface, what])
+    return dict(line.split("\t", 1) for line in out.splitlines() if line)
+
+
+def _set_server_peer(lab: Lab, interface: str, server: str, psk: str) -> None:
+    """Replace the client's server peer, so that its next packet starts a new handshake."""
+    endpoint = _wg_show(lab, "client", interface, "endpoints")[server]
+    allowed = _wg_show(lab, "client", interface, "allowed-ips")[server].replace(" ", ",")
+    path = lab.root / "client-psk"
+    path.write_text(psk + "\n")
+    path.chmod(0o600)
+    lab.net.check("client", ["wg", "set", interface, "peer", server, "remove"])
+    peer = ["peer", server, "preshared-key", str(path), "endpoint", endpoint]
+    peer += ["allowed-ips", allowed, "persistent-keepalive", "25"]
+    lab.net.check("client", ["wg", "set", interface, *peer])
+
+
+def test_the_tunnel_needs_the_preshared_key_from_the_bundle(lab: Lab) -> None:
+    me = lab.members["client"]
+    [(server, psk)] = _wg_show(lab, "client", me.interface, "preshared-keys").items()
+    mine = lab.net.check("client", ["wg", "show", me.interface, "public-key"]).strip()
+    assert psk != "(none)"
+    assert _wg_show(lab, "host", lab.keep.wg_interface, "preshared-keys")[mine] == psk
+    connect = ["connect", "--source", me.address, "--target", lab.keep.address]
+    try:
+        _set_server_peer(lab, me.interface, server, keys.generate_preshared())
+        wrong = lab.probe("client", *connect)  # the right private key, a wrong preshared key
+        assert wrong == {"connected": False, "error": "TimeoutError"}
+    finally:
+        _set_server_peer(lab, me.interface, server, psk)
+    deadline = time.monotonic() + 15  # WireGuard retries a handshake every 5 s
+    while (again := lab.probe("client", *connect))["connected"] is False:
+        assert time.monotonic() < deadline, again
+    assert again == {"connected": True}
+
+
+def test_keep_doctor_reports_a_preshared_key_that_is_not_controls(
+    lab: Lab, unblocked: None
+) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from control.console.models import Peer
+    from control.console.perimeter import sync
+
+    peer = Peer.objects.get(pk=lab.members["client"].peer_pk)
+    rogue = keys.generate_preshared()
+    path = lab.root / "rogue-psk"
+    path.write_text(rogue + "\n")
+    path.chmod(0o600)
+    lab.net.check(
+        "host",
+        ["wg", "set", lab.keep.wg_interface, "peer", peer.public_key, "preshared-key", str(path)],
+    )
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="1 difference"):
+        call_command("keep_doctor", stdout=out)
+    assert f"peer {peer.public_key}'s preshared key is not control's" in out.getvalue()
+    assert rogue not in out.getvalue()
+    assert peer.preshared_key not in out.getvalue()
+    assert sync()  # control puts its own key back
+    call_command("keep_doctor", stdout=io.StringIO())
+    host = _wg_show(lab, "host", lab.keep.wg_interface, "preshared-keys")
+    assert host[peer.public_key] == peer.preshared_key
+
+
 # Rendering ------------------------------------------------------------------------------
 
 
 def test_rendered_configs_pass_their_own_checkers(lab: Lab) -> None:
+    live = Path(lab.keep.env["KEEP_NGINX_DIR"]) / nginx.CONF
+    before = (live.read_bytes(), live.stat().st_mtime_ns)
     out = lab.net.check("host", [str(Path(PY).parent / "keep"), "provision", "check"], lab.keep.env)
     assert "both configs pass" in out
+    assert (live.read_bytes(), live.stat().st_mtime_ns) == before  # a check changes nothing
 
 
 def test_a_refused_ruleset_leaves_the_previous_one_in_force(lab: Lab) -> None:
