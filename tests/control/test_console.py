@@ -32,6 +32,15 @@ def test_deploy_checks_pass_at_warning_level() -> None:
     call_command("check", deploy=True, fail_level="WARNING")
 
 
+def test_the_migrations_match_the_models() -> None:
+    out = io.StringIO()
+    try:
+        call_command("makemigrations", "--check", "--dry-run", stdout=out)
+    except SystemExit as exc:  # makemigrations --check exits 1 when a migration is missing
+        pytest.fail(f"a model change has no migration (exit {exc.code}): {out.getvalue()}")
+    assert "No changes detected" in out.getvalue()
+
+
 def test_passwords_are_argon2(operator: User) -> None:
     assert operator.password.startswith("argon2$")
 
