@@ -137,8 +137,13 @@ class PeerForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        if "public_key" not in self.fields:  # a change form with nothing left to edit
+            return data
         public, generated = data.get("public_key", "").strip(), data.get("server_generated")
-        if bool(public) == bool(generated):
+        if self.instance.pk is not None:  # rotating an active peer's key: only the key changes
+            if not public:
+                self.add_error("public_key", "Paste the client's new public key.")
+        elif bool(public) == bool(generated):
             raise forms.ValidationError(
                 "Paste the public key the client generated (the default), or tick "
                 "server-generated, not both."
@@ -148,6 +153,12 @@ class PeerForm(forms.ModelForm):
                 data["public_key"] = keys.check_public(public)
             except ValueError as exc:
                 self.add_error("public_key", str(exc))
+                return data
+            # The database's constraint covers this too, but Django's form validation skips a
+            # constraint whose condition names a field the form lacks (revoked_at).
+            others = Peer.objects.active().exclude(pk=self.instance.pk)
+            if others.filter(public_key=data["public_key"]).exists():
+                self.add_error("public_key", "An active peer already has this public key.")
         return data
 
 
@@ -184,15 +195,13 @@ class PeerAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Peer | None = None) -> Any:
         if obj is None:
             return ()
-        return (
-            "client",
-            "name",
-            "public_key",
-            "server_generated",
-            "address",
-            "revoked_at",
-            "last_handshake",
-        )
+        fixed = ("client", "name", "server_generated", "address", "revoked_at", "last_handshake")
+        # An active peer whose client made its own key pair can rotate it here: paste the new
+        # public key, and saving it replaces the peer in WireGuard (the address, API keys and
+        # preshared key stay). A server-generated peer rotates by downloading a new bundle.
+        if obj.active and not obj.server_generated:
+            return fixed
+        return (*fixed, "public_key")
 
     def save_model(self, request: HttpRequest, obj: Peer, form: Any, change: bool) -> None:
         if not change:

@@ -183,6 +183,58 @@ def test_each_bundle_issues_a_preshared_key_that_the_console_never_shows(
     assert peer.preshared_key == ""  # forgotten on revocation
 
 
+def test_rotate_a_client_made_wireguard_key_in_the_change_form(console: Console) -> None:
+    old = keys.public_of(keys.generate_private())
+    peer = add_client_and_peer(console, public_key=old)
+    console.action(reverse("keep:console_peer_changelist"), "download_bundle", [peer.pk])
+    psk, address = Peer.objects.get(pk=peer.pk).preshared_key, peer.address
+    change = reverse("keep:console_peer_change", args=[peer.pk])
+    for bad, message in (
+        ("", b"new public key"),
+        ("not-a-key", b"WireGuard key"),
+        (keys.decode(old).hex(), b"at most 44 characters"),
+    ):
+        refused = console.post(change, {"public_key": bad})
+        assert refused.status_code == 200
+        assert message in refused.content
+        assert Peer.objects.get(pk=peer.pk).public_key == old
+    new = keys.public_of(keys.generate_private())
+    saved = console.post(change, {"public_key": new})
+    assert saved.status_code == 302, saved.content[:2000]
+    peer.refresh_from_db()
+    assert peer.public_key == new
+    assert (peer.address, peer.preshared_key) == (address, psk)  # only the key changed
+    assert [p["address"] for p in compile_policy(3)["peers"]] == [address]
+    # Another active peer's key is refused.
+    other = Peer.objects.create(
+        client=peer.client, name="phone", public_key=old, address="10.66.0.9"
+    )
+    taken = console.post(reverse("keep:console_peer_change", args=[other.pk]), {"public_key": new})
+    assert taken.status_code == 200
+    assert b"already has this public key" in taken.content
+    assert Peer.objects.get(pk=other.pk).public_key == old
+    # And so is adding a peer with it.
+    added = console.post(
+        reverse("keep:console_peer_add"),
+        {"client": peer.client.pk, "name": "tablet", "public_key": new},
+    )
+    assert added.status_code == 200
+    assert b"already has this public key" in added.content
+    assert not Peer.objects.filter(name="tablet").exists()
+
+
+def test_a_server_generated_or_revoked_peers_key_cannot_be_edited(console: Console) -> None:
+    peer = add_client_and_peer(console, server_generated="on")
+    console.action(reverse("keep:console_peer_changelist"), "download_bundle", [peer.pk])
+    generated = Peer.objects.get(pk=peer.pk).public_key
+    change = reverse("keep:console_peer_change", args=[peer.pk])
+    console.post(change, {"public_key": keys.public_of(keys.generate_private())})
+    assert Peer.objects.get(pk=peer.pk).public_key == generated
+    peer.revoke(timezone.now())
+    console.post(change, {"public_key": keys.public_of(keys.generate_private())})
+    assert Peer.objects.get(pk=peer.pk).public_key == generated
+
+
 def test_revoke_and_rotate(console: Console) -> None:
     peer = add_client_and_peer(console, public_key=keys.public_of(keys.generate_private()))
     changelist = reverse("keep:console_peer_changelist")

@@ -434,6 +434,30 @@ def test_keep_doctor_reports_a_preshared_key_that_is_not_controls(
     assert host[peer.public_key] == peer.preshared_key
 
 
+def test_rotating_the_clients_wireguard_key_in_the_console(lab: Lab, unblocked: None) -> None:
+    from django.urls import reverse
+
+    me = lab.members["client"]
+    old = lab.net.check("client", ["wg", "show", me.interface, "public-key"]).strip()
+    private = keys.generate_private()
+    new = keys.public_of(private)
+    change = reverse("keep:console_peer_change", args=[me.peer_pk])
+    assert lab.console.post(change, {"public_key": new}).status_code == 302
+    assert wg_peers(lab) == db_active_keys()
+    assert new in wg_peers(lab)
+    assert old not in wg_peers(lab)
+    connect = ["connect", "--source", me.address, "--target", lab.keep.address]
+    assert lab.probe("client", *connect) == {"connected": False, "error": "TimeoutError"}
+    path = lab.root / "client-rotated.key"
+    path.write_text(private + "\n")
+    path.chmod(0o600)
+    lab.net.check("client", ["wg", "set", me.interface, "private-key", str(path)])
+    deadline = time.monotonic() + 15
+    while (again := lab.probe("client", *connect))["connected"] is False:
+        assert time.monotonic() < deadline, again
+    assert lab.raw("client", me.api_key)["status"] == "200"  # same address, same API key
+
+
 # Rendering ------------------------------------------------------------------------------
 
 
