@@ -15,8 +15,9 @@ APT_PACKAGES := build-essential cmake git pkg-config ca-certificates curl
 # what the network lab uses to build hosts from namespaces and probe them.
 NET_APT_PACKAGES := wireguard-go wireguard-tools nftables nginx-light iproute2 procps curl
 # The tests also run control against a private PostgreSQL cluster they start themselves, and
-# converge the ansible playbook into a Debian 12 root file system built with debootstrap.
-TEST_APT_PACKAGES := postgresql-15 debootstrap $(NET_APT_PACKAGES)
+# converge the ansible playbook into a Debian 12 root file system built with debootstrap,
+# then boot that root under its own systemd with systemd-nspawn.
+TEST_APT_PACKAGES := postgresql-15 debootstrap systemd-container $(NET_APT_PACKAGES)
 # The operator's controller tools (ansible, ansible-lint), apart from the appliance's venv.
 ANSIBLE_VENV := .venv-ansible
 ANSIBLE_STAMP := $(ANSIBLE_VENV)/.keep-deps

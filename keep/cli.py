@@ -136,11 +136,14 @@ def provision(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if settings.wg_interface is None or settings.listen_socket is None:
         return _fail("KEEP_WG_INTERFACE and KEEP_LISTEN_SOCKET must be set to provision")
-    from provisioning import nftables, nginx, perimeter
+    from provisioning import nftables, nginx, perimeter, wireguard
 
     try:
         if args.action == "up":
             print(json.dumps(perimeter.up(settings, settings.listen_socket), indent=2))
+        elif args.action == "sync":
+            added, removed = perimeter.apply_handoff(settings)
+            print(json.dumps({"set": added, "removed": removed}))
         elif args.action == "check":
             # Checked where they are rendered, in a scratch directory: a check changes nothing
             # on the host. NGINX's config names the installed certificate and allowlist.
@@ -156,7 +159,13 @@ def provision(args: argparse.Namespace) -> int:
             nginx.write(settings, settings.listen_socket, perimeter.ca_dir(settings), out)
             (out / "keep.nft").write_text(nftables.render(settings))
             print(f"rendered into {out}")
-    except (OSError, RuntimeError, ValueError, nftables.FirewallError) as exc:
+    except (
+        OSError,
+        RuntimeError,
+        ValueError,
+        nftables.FirewallError,
+        wireguard.WireGuardError,
+    ) as exc:
         return _fail(f"provision {args.action}: {exc}")
     return 0
 
@@ -214,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("provision", help="provision this host's perimeter (as root)")
     pr.add_argument(
         "action",
-        choices=("up", "check", "render"),
-        help="up: WireGuard, nftables and NGINX's config; check: render both configs and "
-        "run nft -c and nginx -t; render: write the configs only",
+        choices=("up", "sync", "check", "render"),
+        help="up: WireGuard, nftables and NGINX's config; sync: apply the peers control "
+        "handed off (KEEP_WG_PEER_HANDOFF); check: render both configs and run nft -c and "
+        "nginx -t; render: write the configs only",
     )
     pr.add_argument(
         "--out",

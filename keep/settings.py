@@ -314,6 +314,14 @@ class Settings(BaseSettings):
     )
     wg_listen_port: int = Field(51820, ge=1, le=65535, description="WireGuard's UDP port.")
     wg_mtu: int = Field(1420, ge=1280, le=9000, description="MTU of the WireGuard interface.")
+    wg_peer_handoff: bool = Field(
+        False,
+        description="Control does not change WireGuard itself: it writes the active peers "
+        "(keys, addresses, preshared keys) to `<state_dir>/wireguard-peers.json` (0600), and "
+        "root's `keep provision sync` (keep-wireguard-sync.path) applies them. For "
+        "wireguard-go, whose UAPI socket only root may open; the playbook sets it with "
+        "`keep_wireguard_userspace=true`.",
+    )
     external_interface: str = Field(
         "eth0",
         pattern=r"^[A-Za-z0-9_.@-]{1,15}$",

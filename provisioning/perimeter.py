@@ -8,6 +8,7 @@ appliance's policy, the third copy, is pushed by control itself over the admin s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
@@ -82,12 +83,76 @@ def up(settings: Settings, upstream_socket: Path) -> dict[str, str]:
 
 def sync(settings: Settings, peers: Iterable[ActivePeer]) -> tuple[int, int]:
     """WireGuard's peers and NGINX's allowlist become exactly `peers`. Returns WireGuard's
-    (added or updated, removed)."""
+    (added or updated, removed); with KEEP_WG_PEER_HANDOFF, the peers are handed to root's
+    `keep provision sync` instead, and the count is of peers handed off when the set changed."""
     active = list(peers)
-    device = wireguard.open_device(_interface(settings))
-    changed = wireguard.sync(device, [p.spec() for p in active])
+    if settings.wg_peer_handoff:
+        changed = (len(active), 0) if hand_off(settings, active) else (0, 0)
+    else:
+        device = wireguard.open_device(_interface(settings))
+        changed = wireguard.sync(device, [p.spec() for p in active])
     nginx.install_allowlist(settings, [p.address for p in active])
     return changed
+
+
+def handoff_path(settings: Settings) -> Path:
+    return settings.state_dir / "wireguard-peers.json"
+
+
+def hand_off(settings: Settings, peers: Iterable[ActivePeer]) -> bool:
+    """Write the active peers for root to apply (0600: it holds preshared keys). Returns
+    whether the set changed; an unchanged set is not rewritten, so nothing is triggered."""
+    rows = [
+        {"public_key": p.public_key, "address": p.address, "preshared_key": p.preshared_key}
+        for p in sorted(peers, key=lambda p: p.public_key)
+    ]
+    text = json.dumps(rows, indent=1) + "\n"
+    path = handoff_path(settings)
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    durable.replace(path, text.encode(), mode=0o600)
+    return True
+
+
+def read_handoff(settings: Settings) -> list[ActivePeer] | None:
+    """The peers control handed off, each checked (a key, an address in the tunnel subnet, a
+    preshared key); None when control has written none yet. Raises ValueError, naming the
+    entry but no key material, on anything else."""
+    path = handoff_path(settings)
+    if not path.exists():
+        return None
+    try:
+        rows = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise ValueError(f"{path} is not JSON") from None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path} is not a list of peers")
+    subnet = ipam.network(settings.wg_subnet)
+    peers = []
+    for index, row in enumerate(rows):
+        try:
+            key = keys.check_public(row["public_key"])
+            address = ip_address(row["address"])
+            psk = row["preshared_key"]
+            if psk is not None:
+                keys.decode(psk)
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: peer {index} is malformed") from None
+        if address not in subnet:
+            raise ValueError(f"{path}: peer {index}'s address is outside {subnet}")
+        peers.append(ActivePeer(key, str(address), psk))
+    return peers
+
+
+def apply_handoff(settings: Settings) -> tuple[int, int]:
+    """Root's side of the handoff: WireGuard's peers become the handed-off set, as a diff.
+    Nothing is changed when control has handed off nothing yet."""
+    peers = read_handoff(settings)
+    if peers is None:
+        return (0, 0)
+    device = wireguard.open_device(_interface(settings))
+    return wireguard.sync(device, [p.spec() for p in peers])
 
 
 def drift(settings: Settings, peers: Iterable[ActivePeer]) -> list[str]:

@@ -16,12 +16,14 @@ key, which is what `diff` compares, and specs leave the key out of their repr.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import ip_interface, ip_network
 from pathlib import Path
@@ -192,10 +194,24 @@ class NetlinkDevice:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def _wg(self) -> Any:
-        from pyroute2 import WireGuard
+    @contextlib.contextmanager
+    def _wg(self) -> Iterator[Any]:
+        """pyroute2's WireGuard socket; the kernel's refusals (no module, no such device)
+        become WireGuardError, as the UAPI path's do."""
+        from pyroute2 import IPRoute, WireGuard
+        from pyroute2.netlink.exceptions import NetlinkError
 
-        return WireGuard()
+        # pyroute2 leaks its socket and event loop when WireGuard() itself fails (a kernel
+        # without the module): an absent interface is found out first, with rtnetlink.
+        with IPRoute() as ip:
+            if not ip.link_lookup(ifname=self.name):
+                raise WireGuardError(f"{self.name}: no such interface")
+        try:
+            with WireGuard() as wg:
+                yield wg
+        except NetlinkError as exc:
+            reason = os.strerror(exc.code) if isinstance(exc.code, int) else str(exc)
+            raise WireGuardError(f"{self.name}: the kernel refused ({reason})") from None
 
     def configure(self, private_key: str, listen_port: int) -> None:
         with self._wg() as wg:

@@ -20,6 +20,7 @@ THRESHOLDS = {
     "keep-appliance.service": 2.0,
     "keep-control.service": 2.0,
     "keep-control-sync.service": 2.0,
+    "keep-wireguard-sync.service": 2.0,
     "keep-appliance-gpu.service": 3.5,
 }
 EXECUTABLES = (

@@ -41,6 +41,12 @@ def test_the_migrations_match_the_models() -> None:
     assert "No changes detected" in out.getvalue()
 
 
+def test_the_root_url_leads_to_the_console(console: Console) -> None:
+    response = console.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"
+
+
 def test_passwords_are_argon2(operator: User) -> None:
     assert operator.password.startswith("argon2$")
 
@@ -272,3 +278,20 @@ def test_a_failed_push_is_recorded_and_alerts(console: Console) -> None:
     assert Alert.objects.filter(kind=Alert.PUSH_FAILED).exists()
     index = console.get(reverse("keep:index"))
     assert b'id="keep-alerts"' in index.content
+
+
+def test_an_unreachable_wireguard_device_alerts_and_the_sync_loop_goes_on() -> None:
+    """keep-control-sync's loop with a WireGuard interface that does not exist (the device
+    down, or wireguard-go's socket closed to control): alerts, and no exception."""
+    from control.console import perimeter
+
+    saved = settings.KEEP
+    settings.KEEP = saved.model_copy(update={"wg_interface": "keep-absent0"})
+    try:
+        assert perimeter.sync() is False
+        assert perimeter.record_handshakes() == 0
+        call_command("keep_sync", stdout=io.StringIO(), stderr=io.StringIO())
+    finally:
+        settings.KEEP = saved
+    alert = Alert.objects.filter(kind=Alert.PERIMETER_FAILED).latest("pk")
+    assert "keep-absent0: no such interface" in alert.detail

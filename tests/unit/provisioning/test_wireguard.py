@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 from provisioning import keys
 from provisioning.wireguard import (
     ZERO_KEY,
     DeviceState,
+    NetlinkDevice,
     PeerSpec,
     PeerState,
+    WireGuardError,
     diff,
     psk_fingerprint,
 )
@@ -59,3 +63,10 @@ def test_a_spec_never_shows_its_preshared_key() -> None:
     assert PSK not in repr(spec)
     assert keys.decode(PSK).hex() not in repr(spec)
     assert A in repr(spec)
+
+
+def test_the_kernel_path_turns_netlink_refusals_into_wireguard_errors() -> None:
+    """Here the kernel has no WireGuard module; on a host with one, the device is absent.
+    Either way control's sync gets a WireGuardError (an alert), not a crash."""
+    with pytest.raises(WireGuardError, match="keep-absent0: no such interface"):
+        NetlinkDevice("keep-absent0").state()
