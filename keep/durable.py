@@ -46,3 +46,12 @@ def replace(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def replace_if_changed(path: Path, data: bytes, mode: int = 0o600) -> bool:
+    """`replace`, only when `path` does not already hold `data`; returns whether it wrote.
+    An unchanged file keeps its mtime, so nothing that watches it is woken."""
+    if path.exists() and path.read_bytes() == data:
+        return False
+    replace(path, data, mode)
+    return True

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from ipaddress import ip_address
 from pathlib import Path
 
-from keep.durable import create_secret, replace
+from keep.durable import create_secret, replace, replace_if_changed
 from keep.routes import DOCUMENTS_PATH
 from keep.settings import Settings
 from provisioning import ipam
@@ -256,13 +256,11 @@ def check(conf: Path) -> None:
 
 def install_allowlist(settings: Settings, addresses: Iterable[str]) -> bool:
     """Replace the allowlist and reload NGINX if it changed. Returns whether it changed."""
-    text = render_allowlist(addresses)
-    path = allowlist_path(settings)
-    if path.exists() and path.read_text() == text:
-        return False
-    replace(path, text.encode(), mode=0o644)
-    reload(settings)
-    return True
+    text = render_allowlist(addresses).encode()
+    changed = replace_if_changed(allowlist_path(settings), text, mode=0o644)
+    if changed:
+        reload(settings)
+    return changed
 
 
 def running_pid(settings: Settings) -> int | None:

@@ -89,8 +89,7 @@ def sync(settings: Settings, peers: Iterable[ActivePeer]) -> tuple[int, int]:
     if settings.wg_peer_handoff:
         changed = (len(active), 0) if hand_off(settings, active) else (0, 0)
     else:
-        device = wireguard.open_device(_interface(settings))
-        changed = wireguard.sync(device, [p.spec() for p in active])
+        changed = _sync_device(settings, active)
     nginx.install_allowlist(settings, [p.address for p in active])
     return changed
 
@@ -106,13 +105,9 @@ def hand_off(settings: Settings, peers: Iterable[ActivePeer]) -> bool:
         {"public_key": p.public_key, "address": p.address, "preshared_key": p.preshared_key}
         for p in sorted(peers, key=lambda p: p.public_key)
     ]
-    text = json.dumps(rows, indent=1) + "\n"
     path = handoff_path(settings)
-    if path.exists() and path.read_text() == text:
-        return False
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    durable.replace(path, text.encode(), mode=0o600)
-    return True
+    return durable.replace_if_changed(path, (json.dumps(rows, indent=1) + "\n").encode())
 
 
 def read_handoff(settings: Settings) -> list[ActivePeer] | None:
@@ -149,8 +144,10 @@ def apply_handoff(settings: Settings) -> tuple[int, int]:
     """Root's side of the handoff: WireGuard's peers become the handed-off set, as a diff.
     Nothing is changed when control has handed off nothing yet."""
     peers = read_handoff(settings)
-    if peers is None:
-        return (0, 0)
+    return (0, 0) if peers is None else _sync_device(settings, peers)
+
+
+def _sync_device(settings: Settings, peers: list[ActivePeer]) -> tuple[int, int]:
     device = wireguard.open_device(_interface(settings))
     return wireguard.sync(device, [p.spec() for p in peers])
 

@@ -23,7 +23,7 @@ import pytest
 
 from lab.keephost import SERVER_NAME
 from provisioning import keys, nginx
-from tests.e2e.conftest import PY, Lab
+from tests.e2e.conftest import PY, Lab, Member
 
 BASE = f"https://{SERVER_NAME}"
 QUESTION = "What is the capital of France?"
@@ -372,15 +372,33 @@ def _wg_show(lab: Lab, host: str, interface: str, what: str) -> dict[str, str]:
     return dict(line.split("\t", 1) for line in out.splitlines() if line)
 
 
+def _key_file(lab: Lab, name: str, key: str) -> str:
+    """A key in a 0600 file, where `wg set` reads keys from."""
+    path = lab.root / name
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def _connect(me: Member, lab: Lab) -> dict[str, Any]:
+    return lab.probe("client", "connect", "--source", me.address, "--target", lab.keep.address)
+
+
+def _connects_again(me: Member, lab: Lab) -> None:
+    """The tunnel carries a connection again, within WireGuard's handshake retries (5 s)."""
+    deadline = time.monotonic() + 15
+    while (again := _connect(me, lab))["connected"] is False:
+        assert time.monotonic() < deadline, again
+    assert again == {"connected": True}
+
+
 def _set_server_peer(lab: Lab, interface: str, server: str, psk: str) -> None:
     """Replace the client's server peer, so that its next packet starts a new handshake."""
     endpoint = _wg_show(lab, "client", interface, "endpoints")[server]
     allowed = _wg_show(lab, "client", interface, "allowed-ips")[server].replace(" ", ",")
-    path = lab.root / "client-psk"
-    path.write_text(psk + "\n")
-    path.chmod(0o600)
+    path = _key_file(lab, "client-psk", psk)
     lab.net.check("client", ["wg", "set", interface, "peer", server, "remove"])
-    peer = ["peer", server, "preshared-key", str(path), "endpoint", endpoint]
+    peer = ["peer", server, "preshared-key", path, "endpoint", endpoint]
     peer += ["allowed-ips", allowed, "persistent-keepalive", "25"]
     lab.net.check("client", ["wg", "set", interface, *peer])
 
@@ -391,17 +409,13 @@ def test_the_tunnel_needs_the_preshared_key_from_the_bundle(lab: Lab) -> None:
     mine = lab.net.check("client", ["wg", "show", me.interface, "public-key"]).strip()
     assert psk != "(none)"
     assert _wg_show(lab, "host", lab.keep.wg_interface, "preshared-keys")[mine] == psk
-    connect = ["connect", "--source", me.address, "--target", lab.keep.address]
     try:
         _set_server_peer(lab, me.interface, server, keys.generate_preshared())
-        wrong = lab.probe("client", *connect)  # the right private key, a wrong preshared key
+        wrong = _connect(me, lab)  # the right private key, a wrong preshared key
         assert wrong == {"connected": False, "error": "TimeoutError"}
     finally:
         _set_server_peer(lab, me.interface, server, psk)
-    deadline = time.monotonic() + 15  # WireGuard retries a handshake every 5 s
-    while (again := lab.probe("client", *connect))["connected"] is False:
-        assert time.monotonic() < deadline, again
-    assert again == {"connected": True}
+    _connects_again(me, lab)
 
 
 def test_keep_doctor_reports_a_preshared_key_that_is_not_controls(
@@ -415,12 +429,10 @@ def test_keep_doctor_reports_a_preshared_key_that_is_not_controls(
 
     peer = Peer.objects.get(pk=lab.members["client"].peer_pk)
     rogue = keys.generate_preshared()
-    path = lab.root / "rogue-psk"
-    path.write_text(rogue + "\n")
-    path.chmod(0o600)
+    path = _key_file(lab, "rogue-psk", rogue)
     lab.net.check(
         "host",
-        ["wg", "set", lab.keep.wg_interface, "peer", peer.public_key, "preshared-key", str(path)],
+        ["wg", "set", lab.keep.wg_interface, "peer", peer.public_key, "preshared-key", path],
     )
     out = io.StringIO()
     with pytest.raises(CommandError, match="1 difference"):
@@ -446,15 +458,10 @@ def test_rotating_the_clients_wireguard_key_in_the_console(lab: Lab, unblocked: 
     assert wg_peers(lab) == db_active_keys()
     assert new in wg_peers(lab)
     assert old not in wg_peers(lab)
-    connect = ["connect", "--source", me.address, "--target", lab.keep.address]
-    assert lab.probe("client", *connect) == {"connected": False, "error": "TimeoutError"}
-    path = lab.root / "client-rotated.key"
-    path.write_text(private + "\n")
-    path.chmod(0o600)
-    lab.net.check("client", ["wg", "set", me.interface, "private-key", str(path)])
-    deadline = time.monotonic() + 15
-    while (again := lab.probe("client", *connect))["connected"] is False:
-        assert time.monotonic() < deadline, again
+    assert _connect(me, lab) == {"connected": False, "error": "TimeoutError"}
+    path = _key_file(lab, "client-rotated.key", private)
+    lab.net.check("client", ["wg", "set", me.interface, "private-key", path])
+    _connects_again(me, lab)
     assert lab.raw("client", me.api_key)["status"] == "200"  # same address, same API key
 
 
