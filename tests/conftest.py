@@ -195,6 +195,12 @@ def keep_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     stop_server(server)
 
 
+def never_stop(engine: Engine) -> dict[str, float]:
+    """A logit_bias that bans every end-of-generation token, so a request runs to max_tokens."""
+    eog = [t for t in range(engine.model.n_vocab) if engine.model.is_eog(t)]
+    return {str(t): -100.0 for t in eog}
+
+
 def chat_body(content: str = "What is the capital of France?", **extra: Any) -> dict[str, Any]:
     return {
         "model": MODEL,

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import MODEL, TEST_KEY, AppFactory
+from inference.engine import Engine
+from tests.conftest import MODEL, TEST_KEY, AppFactory, never_stop
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -290,9 +291,11 @@ def test_live_session_limit_gives_429_with_retry_after(make_client: AppFactory) 
     client.delete(f"/v1/sessions/{ids[1]}")
 
 
-def test_request_deadline_is_a_setting(make_client: AppFactory) -> None:
+def test_request_deadline_is_a_setting(make_client: AppFactory, engine: Engine) -> None:
     client = make_client(request_deadline_s=0.2)
     body = chat(messages=[{"role": "user", "content": "Write a long essay."}], max_tokens=256)
+    # No end-of-generation token: the 256 tokens take far longer than the deadline, always.
+    body["logit_bias"] = never_stop(engine)
     response = client.post(CHAT, json=body)
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "deadline_exceeded"

@@ -15,7 +15,7 @@ import httpx
 
 from inference.engine import Engine, GenerationRequest, Started, TextDelta
 from inference.sampling import SamplingParams
-from tests.conftest import MODEL, TEST_KEY, ServerFactory, chat_body
+from tests.conftest import MODEL, TEST_KEY, ServerFactory, chat_body, never_stop
 from tests.integration.test_engine import drain, prompt_for
 from tests.stats import mann_whitney_less
 
@@ -30,12 +30,6 @@ PROMPTS = [
     "Why is the sky dark at night?",
     "Tell a short story about a fox.",
 ]
-
-
-def never_stop(engine: Engine) -> dict[str, float]:
-    """A logit_bias that bans every end-of-generation token, so a request runs to max_tokens."""
-    eog = [t for t in range(engine.model.n_vocab) if engine.model.is_eog(t)]
-    return {str(t): -100.0 for t in eog}
 
 
 async def stream_chat(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> str:
