@@ -49,6 +49,7 @@ def load_engine(settings: Settings) -> Engine:
         n_ctx_per_seq=settings.n_ctx_per_session,
         n_seq_max=settings.max_sessions,
         n_batch=settings.n_batch,
+        extra_buffers=settings.llama_extra_buffers,
     )
     return Engine(LlamaModel(pinned, config), prefill_order=settings.prefill_order)
 

@@ -193,6 +193,9 @@ def main() -> int:
         "--no-webui",
         "--cache-reuse",
         "0",
+        # Keep runs without llama.cpp's extra buffer types (KEEP_LLAMA_EXTRA_BUFFERS), whose
+        # AMX kernels die with SIGILL on the Sapphire Rapids VMs measured here: the same here.
+        "--no-repack",
     ]
     keep_runs: list[Run] = []
     ref_runs: list[Run] = []

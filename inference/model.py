@@ -34,6 +34,10 @@ class ModelConfig:
     n_ctx_per_seq: int = 2048
     n_seq_max: int = 8
     n_batch: int = 512
+    # llama.cpp's extra CPU buffer types: weights repacked for AMX or for AVX2/AVX-512 kernels.
+    # Off unless asked for: its AMX kernels die with SIGILL (tileloadd, #UD) on the Sapphire
+    # Rapids VMs Keep is tested on, which would take every session down with the process.
+    extra_buffers: bool = False
 
 
 class _LlamaLog:
@@ -104,6 +108,7 @@ class LlamaModel:
     def _load(self) -> tuple[Any, Any]:
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = self.n_gpu_layers
+        mparams.use_extra_bufts = self.config.extra_buffers
         model = llama_cpp.llama_model_load_from_file(str(self.pinned.path).encode(), mparams)
         if not model:
             raise ModelLoadError(f"llama.cpp could not load model {self.pinned.name!r}")

@@ -132,6 +132,15 @@ class Settings(BaseSettings):
         "plus prompt chunks.",
     )
 
+    llama_extra_buffers: bool = Field(
+        False,
+        description="Let llama.cpp repack weights into its extra CPU buffer types (AMX on "
+        "Intel Sapphire Rapids and later, AVX2/AVX-512 layouts for some quantisations). Off by "
+        "default: llama.cpp's AMX kernels crashed the process with SIGILL on the Sapphire "
+        "Rapids virtual machines Keep is tested on. Turn on only after `make bench` runs clean "
+        "on the host.",
+    )
+
     # Sessions
     max_sessions: int = Field(
         8,
