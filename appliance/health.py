@@ -3,10 +3,10 @@ receipts can be written)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from appliance.errors import NotReady, ReceiptsUnavailable
-from appliance.state import get_state
+from appliance.state import EngineDep, JournalDep
 
 router = APIRouter()
 
@@ -17,10 +17,9 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> dict[str, str]:
-    state = get_state(request)
-    if not state.engine.alive:
+async def readyz(engine: EngineDep, journal: JournalDep) -> dict[str, str]:
+    if not engine.alive:
         raise NotReady("the model is not loaded")
-    if not state.receipts.healthy:
+    if not journal.healthy:
         raise ReceiptsUnavailable("receipts cannot be written")
     return {"status": "ready"}

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from typing import Any
 
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.errors import PayloadTooLarge, envelope
@@ -40,7 +40,8 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 
 
 class BodyLimit:
-    """`max_bytes` for every route, or a route's own limit from `per_route` (path regex)."""
+    """`max_bytes` for every route, or a route's own limit from `per_route`, keyed by the
+    route's template (`/v1/sessions/{session_id}/documents`) as its router declares it."""
 
     def __init__(
         self,
@@ -51,7 +52,8 @@ class BodyLimit:
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.per_route = tuple((re.compile(pattern), limit) for pattern, limit in per_route)
+        # Starlette's own compilation of a template, so the limit matches what the route does.
+        self.per_route = tuple((compile_path(route)[0], limit) for route, limit in per_route)
 
     def _limit(self, path: str) -> int:
         for pattern, limit in self.per_route:

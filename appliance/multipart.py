@@ -23,10 +23,6 @@ class Part:
     data: bytearray = field(default_factory=bytearray)
 
     @property
-    def name(self) -> str | None:
-        return self._disposition().get("name")
-
-    @property
     def filename(self) -> str | None:
         return self._disposition().get("filename")
 

@@ -20,9 +20,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+import durable
 from appliance.auth import Grant
 from inference.registry import PinnedModel
-from keep import durable
 
 POLICY_FILE = "policy.json"
 _ID = r"^[A-Za-z0-9._:-]{1,64}$"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from appliance.auth import Principal
 from appliance.errors import ReceiptsUnavailable, RequestTimeout, SessionNotFound, TooManyRequests
-from appliance.receipts import ReceiptLog, ReceiptWriteError
+from appliance.journal import ReceiptLog, ReceiptWriteError
 from inference.engine import Engine, Generation, SequenceHandle
 from inference.errors import NoFreeSequence
 from rag.collection import Collection

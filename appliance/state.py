@@ -1,4 +1,5 @@
-"""The appliance's runtime objects, held on `app.state` and reached through typed accessors."""
+"""The appliance's runtime objects: built once by create_app's lifespan, held on `app.state`,
+and reached by handlers through one typed accessor each (`EngineDep`, `SessionsDep`, ...)."""
 
 from __future__ import annotations
 
@@ -7,35 +8,35 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from appliance.auth import Grant, KeyRing, Principal, authenticate
-from appliance.errors import Forbidden
-from appliance.policy import Policy
+from appliance.access import Access
+from appliance.auth import Principal
+from appliance.journal import ReceiptLog
+from appliance.openai.models.serving import ModelServing
 from appliance.quotas import QuotaBook
-from appliance.receipts import ReceiptLog
 from appliance.sessions import SessionRegistry
 from inference.engine import Engine
 from inference.registry import PinnedModel
-from keep.settings import Settings
+from keep.settings import ApplianceSettings
 from rag.collection import CollectionLimits, MemoryBudget
 from rag.embedder import Embedder
 
 
 @dataclass
 class ApplianceState:
-    settings: Settings
+    settings: ApplianceSettings
     engine: Engine
-    pinned: PinnedModel
+    models: ModelServing
     sessions: SessionRegistry
-    keys: KeyRing
-    loaded_at: int
+    access: Access
+    quotas: QuotaBook
+    receipts: ReceiptLog
     embedder: Embedder
     collection_limits: CollectionLimits
     budget: MemoryBudget
-    receipts: ReceiptLog
-    quotas: QuotaBook
-    static_grants: dict[str, Grant]
-    policy: Policy | None = None
-    peer_addresses: dict[str, str] | None = None  # peer id -> tunnel address, from policy
+
+    @property
+    def pinned(self) -> PinnedModel:
+        return self.engine.model.pinned
 
 
 def get_state(request: Request) -> ApplianceState:
@@ -44,23 +45,61 @@ def get_state(request: Request) -> ApplianceState:
     return state
 
 
-PEER_HEADER = "x-keep-peer"
+# The accessors are coroutines so that FastAPI calls them on the event loop, not in its thread
+# pool; they only read app.state.
+
+
+async def get_settings(request: Request) -> ApplianceSettings:
+    return get_state(request).settings
+
+
+async def get_engine(request: Request) -> Engine:
+    return get_state(request).engine
+
+
+async def get_models(request: Request) -> ModelServing:
+    return get_state(request).models
+
+
+async def get_sessions(request: Request) -> SessionRegistry:
+    return get_state(request).sessions
+
+
+async def get_quotas(request: Request) -> QuotaBook:
+    return get_state(request).quotas
+
+
+async def get_journal(request: Request) -> ReceiptLog:
+    return get_state(request).receipts
+
+
+async def get_embedder(request: Request) -> Embedder:
+    return get_state(request).embedder
+
+
+async def get_collection_limits(request: Request) -> CollectionLimits:
+    return get_state(request).collection_limits
+
+
+async def get_budget(request: Request) -> MemoryBudget:
+    return get_state(request).budget
 
 
 def require_principal(request: Request) -> Principal:
-    """FastAPI dependency: the authenticated principal, or 401.
-
-    Behind NGINX (the API on a unix socket) a key is also bound to its peer: NGINX names the
-    tunnel address the request came from, and a key used from another peer's address gets
-    403, which NGINX turns into silence. The header is trusted only on the unix socket,
-    which NGINX alone can reach."""
+    """FastAPI dependency: the authenticated principal, or 401 (403 from the wrong peer).
+    A plain function, so FastAPI runs it in its thread pool: a key check walks every key in
+    force, which could take the event loop a while."""
     state = get_state(request)
-    principal = authenticate(state.keys, request)
-    if state.settings.listen_socket is not None and state.peer_addresses:
-        bound = state.peer_addresses.get(principal.peer_id)
-        if bound is not None and request.headers.get(PEER_HEADER) != bound:
-            raise Forbidden("this key belongs to another peer")
-    return principal
+    return state.access.principal(request, behind_nginx=state.settings.listen_socket is not None)
 
 
+SettingsDep = Annotated[ApplianceSettings, Depends(get_settings)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+ModelsDep = Annotated[ModelServing, Depends(get_models)]
+SessionsDep = Annotated[SessionRegistry, Depends(get_sessions)]
+QuotasDep = Annotated[QuotaBook, Depends(get_quotas)]
+JournalDep = Annotated[ReceiptLog, Depends(get_journal)]
+EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
+CollectionLimitsDep = Annotated[CollectionLimits, Depends(get_collection_limits)]
+BudgetDep = Annotated[MemoryBudget, Depends(get_budget)]
 Caller = Annotated[Principal, Depends(require_principal)]

@@ -237,7 +237,7 @@ def bench_rag_ttft(embedder: Embedder, n_chunks: int, runs: int) -> None:
                         return time.perf_counter() - t0
             raise SystemExit("no chunk")
 
-        from appliance.openai.retrieval import with_passages
+        from appliance.openai.chat.prompt import with_passages
         from inference.template import ChatMessage
         from rag.collection import Passage
 

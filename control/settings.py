@@ -13,12 +13,12 @@ import dj_database_url
 
 from keep.settings import load_settings
 
-KEEP = load_settings()
+KEEP = load_settings().control
 
 
 def _secret_key(path: Path) -> str:
     if not path.exists():
-        from keep.durable import create_secret
+        from durable import create_secret
 
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         create_secret(path, (secrets.token_urlsafe(64) + "\n").encode())

@@ -25,8 +25,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from inference.errors import (
@@ -37,87 +37,38 @@ from inference.errors import (
     InferenceError,
     NoFreeSequence,
 )
+from inference.generation import (
+    Event,
+    Failed,
+    Finished,
+    FinishReason,
+    Generation,
+    GenerationRequest,
+    SequenceHandle,
+    Started,
+    TextDelta,
+)
 from inference.model import LlamaModel
-from inference.sampling import SamplerChain, SamplingParams
+from inference.sampling import SamplerChain
 from inference.textstream import TextStream
+
+__all__ = [
+    "Engine",
+    "EngineStats",
+    "Event",
+    "Failed",
+    "Finished",
+    "Generation",
+    "GenerationRequest",
+    "SequenceHandle",
+    "Started",
+    "TextDelta",
+]
 
 log = logging.getLogger("keep.inference")
 
 T = TypeVar("T")
-FinishReason = Literal["stop", "length"]
 PrefillOrder = Literal["arrival", "shortest_first"]
-
-
-@dataclass(frozen=True)
-class SequenceHandle:
-    id: int
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    prompt: Sequence[int]
-    max_tokens: int
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    stop: Sequence[str] = ()
-    deadline: float = float("inf")  # time.monotonic() value
-
-
-@dataclass(frozen=True)
-class Started:
-    prompt_tokens: int
-
-
-@dataclass(frozen=True)
-class TextDelta:
-    text: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: InferenceError
-
-
-Event = Started | TextDelta | Finished | Failed
-
-
-class Generation:
-    """The consumer's side of one request: events arrive on the asyncio loop that made it."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._cancelled = threading.Event()
-        self.done = False
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def emit(self, event: Event) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._events.put_nowait, event)
-        except RuntimeError:
-            self._cancelled.set()  # the consumer's loop is gone
-
-    async def next_event(self) -> Event:
-        event = await self._events.get()
-        if isinstance(event, Finished | Failed):
-            self.done = True
-        return event
-
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        while not self.done:
-            yield await self.next_event()
 
 
 class _Stop:
@@ -164,11 +115,6 @@ class EngineStats:
     steps: int = 0
     step_seconds: float = 0.0
     last_step_seconds: float = 0.0
-
-    @property
-    def tokens_per_second(self) -> float:
-        tokens = self.prompt_tokens + self.completion_tokens
-        return tokens / self.step_seconds if self.step_seconds else 0.0
 
 
 class Engine:

@@ -216,8 +216,3 @@ class LlamaModel:
             llama_cpp.llama_model_free(self._model)
             self._ctx = None
             self._model = None
-
-
-def dropped_log_lines() -> int:
-    """How many llama.cpp log lines were suppressed since start (content-free metric)."""
-    return _LOG.dropped

@@ -1,1 +1,1 @@
-"""Keep's shared pieces: the settings object and the `keep` command."""
+"""The composition root: the `keep` command (keep.cli) and the settings (keep.settings)."""

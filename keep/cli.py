@@ -1,11 +1,11 @@
-"""The `keep` command. Each subcommand imports its plane only when it runs."""
+"""The `keep` command: the composition root. It parses the command line, builds the settings
+once and hands each plane its own view; every subcommand's body lives in its plane, imported
+only when that subcommand runs, so `keep verify` never loads the server, nor pydantic."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,193 +13,66 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from keep.settings import Settings
 
-EXIT_CONFIG = 2
+PROVISION_ACTIONS = ("up", "sync", "check", "render")
 
 
-def _fail(message: str) -> int:
-    print(f"keep: {message}", file=sys.stderr)
-    return EXIT_CONFIG
+def _settings(**overrides: object) -> Settings | None:
+    # Imported here, not above: `keep verify` must run where only `cryptography` is installed.
+    from keep.settings import SettingsError, load_settings
 
-
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _banner(settings: Settings, dev_key: str | None) -> None:
-    base = (
-        f"http://{settings.host}:{settings.port}"
-        if settings.listen_socket is None
-        else f"unix:{settings.listen_socket}"
-    )
-    lines = [f"Keep is ready on {base}, serving {settings.model}."]
-    if dev_key is not None:
-        lines += [
-            "",
-            "Dev API key (shown once; held only in this process's memory):",
-            f"  export KEEP_API_KEY={dev_key}",
-            "",
-            "Try it:",
-            f"  curl -s {base}/v1/chat/completions \\",
-            f'    -H "Authorization: Bearer {dev_key}" -H "Content-Type: application/json" \\',
-            f'    -d \'{{"model": "{settings.model}", "temperature": 0, "messages": ['
-            '{"role": "system", "content": "Answer in one short English sentence."}, '
-            '{"role": "user", "content": "What is the capital of France?"}]}\'',
-        ]
-    print("\n".join(lines), flush=True)
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        print(f"keep: {exc}", file=sys.stderr)
+        return None
 
 
 def serve(args: argparse.Namespace) -> int:
-    from keep.settings import SettingsError, load_settings
-
     overrides = {
         k: v for k, v in (("host", args.host), ("port", args.port), ("model", args.model)) if v
     }
-    dev_key: str | None = None
-    try:
-        settings = load_settings(**overrides)
-        if args.dev_key and settings.dev_api_key is None:
-            from appliance.auth import new_key
+    settings = _settings(**overrides)
+    if settings is None:
+        return 2
+    from appliance.serve import serve as run
 
-            dev_key = new_key()
-            settings = load_settings(**overrides, dev_api_key=dev_key)
-    except SettingsError as exc:
-        return _fail(str(exc))
-    # Behind NGINX (on the unix socket), keys come from control's policy.
-    if not settings.api_key_hashes and settings.dev_api_key is None and not settings.listen_socket:
-        return _fail(
-            "KEEP_API_KEY_HASHES: no API key is configured "
-            "(set it, set KEEP_DEV_API_KEY, or pass --dev-key)"
-        )
-    _configure_logging(settings)
-
-    import uvicorn
-
-    from appliance.app import create_app, load_engine
-    from inference.errors import InferenceError
-
-    try:
-        engine = load_engine(settings)
-    except InferenceError as exc:
-        return _fail(str(exc))
-    app = create_app(settings, engine=engine, on_ready=lambda: _banner(settings, dev_key))
-    if settings.listen_socket is not None:
-        # Traversable only by its owner and group (NGINX's): uvicorn makes the socket 0666.
-        settings.listen_socket.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-    try:
-        listen: dict[str, object] = (
-            {"uds": str(settings.listen_socket)}
-            if settings.listen_socket is not None
-            else {"host": settings.host, "port": settings.port}
-        )
-        uvicorn.run(
-            app,
-            **listen,  # type: ignore[arg-type]
-            access_log=False,
-            server_header=False,
-            log_config=None,
-            timeout_graceful_shutdown=int(settings.request_deadline_s),
-        )
-    finally:
-        engine.close()
-    return 0
-
-
-def control(args: argparse.Namespace) -> int:
-    import os
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "control.settings")
-    from django.core.management import execute_from_command_line
-
-    from keep.settings import SettingsError
-
-    try:
-        execute_from_command_line(["keep control", *args.args])
-    except SettingsError as exc:
-        return _fail(str(exc))
-    return 0
-
-
-def provision(args: argparse.Namespace) -> int:
-    """Host provisioning: run as root on the appliance host (ansible and `make demo` call
-    it, so both produce the same configs)."""
-    import json
-
-    from keep.settings import SettingsError, load_settings
-
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        return _fail(str(exc))
-    if settings.wg_interface is None or settings.listen_socket is None:
-        return _fail("KEEP_WG_INTERFACE and KEEP_LISTEN_SOCKET must be set to provision")
-    from provisioning import nftables, nginx, perimeter, wireguard
-
-    try:
-        if args.action == "up":
-            print(json.dumps(perimeter.up(settings, settings.listen_socket), indent=2))
-        elif args.action == "sync":
-            added, removed = perimeter.apply_handoff(settings)
-            print(json.dumps({"set": added, "removed": removed}))
-        elif args.action == "check":
-            # Checked where they are rendered, in a scratch directory: a check changes nothing
-            # on the host. NGINX's config names the installed certificate and allowlist.
-            nftables.check(nftables.render(settings))
-            with tempfile.TemporaryDirectory(prefix="keep-check-") as scratch:
-                conf = Path(scratch) / nginx.CONF
-                conf.write_text(nginx.render(settings, settings.listen_socket))
-                nginx.check(conf)
-            print("nft -c and nginx -t: both configs pass")
-        else:
-            perimeter.server_public_key(settings)  # the WireGuard key pair, for bundles
-            out = args.out or settings.nginx_dir
-            nginx.write(settings, settings.listen_socket, perimeter.ca_dir(settings), out)
-            (out / "keep.nft").write_text(nftables.render(settings))
-            print(f"rendered into {out}")
-    except (
-        OSError,
-        RuntimeError,
-        ValueError,
-        nftables.FirewallError,
-        wireguard.WireGuardError,
-    ) as exc:
-        return _fail(f"provision {args.action}: {exc}")
-    return 0
+    return run(settings.appliance, dev_key=args.dev_key)
 
 
 def models(args: argparse.Namespace) -> int:
-    """Check every pinned model (and the embedder) against its sha256, as start-up does."""
-    from keep.settings import SettingsError, load_settings
+    settings = _settings()
+    if settings is None:
+        return 2
+    from appliance.serve import check_models
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        return _fail(str(exc))
-    from inference.errors import InferenceError
-    from inference.registry import verify
-    from rag.embedder import verify_dir
-    from rag.errors import EmbedderError
+    return check_models(settings.appliance)
 
-    try:
-        for pin in settings.models:
-            verify(pin.name, pin.path, pin.sha256)
-            print(f"{pin.name}: sha256 {pin.sha256} ok")
-    except InferenceError as exc:
-        return _fail(str(exc))
-    embedder = settings.embedder
-    try:
-        verify_dir(embedder.name, embedder.path, embedder.sha256)
-    except (OSError, EmbedderError) as exc:
-        return _fail(str(exc))
-    print(f"{embedder.name}: tree sha256 {embedder.sha256} ok")
-    return 0
+
+def provision(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if settings is None:
+        return 2
+    from provisioning.cli import run
+
+    return run(args.action, settings.perimeter, out=args.out)
+
+
+def control(args: argparse.Namespace) -> int:
+    from control.manage import main as manage
+
+    return manage(["keep control", *args.args])
 
 
 def doctor(args: argparse.Namespace) -> int:
-    return control(argparse.Namespace(args=["keep_doctor"]))
+    from control.manage import main as manage
+
+    return manage(["keep control", "keep_doctor"])
+
+
+def verify(args: argparse.Namespace) -> int:
+    from transparency.cli import run
+
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("provision", help="provision this host's perimeter (as root)")
     pr.add_argument(
         "action",
-        choices=("up", "sync", "check", "render"),
+        choices=PROVISION_ACTIONS,
         help="up: WireGuard, nftables and NGINX's config; sync: apply the peers control "
         "handed off (KEEP_WG_PEER_HANDOFF); check: render both configs and run nft -c and "
         "nginx -t; render: write the configs only",
@@ -244,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=doctor)
 
-    from keep.transparency import cli as verify_cli
+    from transparency.cli import add_arguments
 
     v = sub.add_parser(
         "verify",
@@ -252,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         "earlier checkpoint",
         description="Exit codes: 0 valid, 1 invalid, 3 unverifiable, 2 usage error.",
     )
-    verify_cli.add_arguments(v)
-    v.set_defaults(func=verify_cli.run)
+    add_arguments(v)
+    v.set_defaults(func=verify)
     return parser
 
 

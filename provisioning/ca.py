@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509.oid import NameOID
 
-from keep.durable import create_secret
+from durable import create_secret
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"

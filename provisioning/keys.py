@@ -1,7 +1,7 @@
 """WireGuard keys: X25519 key pairs and preshared keys, base64 as wg(8) writes them.
 
 Key files are written with umask 077 and mode 0600, and created exclusively, never over an
-existing file (keep.durable.create_secret).
+existing file (durable.create_secret).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from keep.durable import create_secret
+from durable import create_secret
 
 
 def _b64(raw: bytes) -> str:

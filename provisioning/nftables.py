@@ -18,7 +18,7 @@ from __future__ import annotations
 import subprocess
 from ipaddress import ip_network
 
-from keep.settings import Settings
+from keep.settings import PerimeterSettings
 from provisioning import ipam
 
 TABLE = "keep"
@@ -32,7 +32,7 @@ def _family(net: str) -> str:
     return "ip6" if ip_network(net).version == 6 else "ip"
 
 
-def render(settings: Settings) -> str:
+def render(settings: PerimeterSettings) -> str:
     if settings.wg_interface is None:
         raise ValueError("KEEP_WG_INTERFACE is not set: there is no perimeter to render")
     ext = settings.external_interface

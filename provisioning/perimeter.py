@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 
-from keep import durable
-from keep.settings import Settings
+import durable
+from keep.settings import PerimeterSettings
 from provisioning import ipam, keys, nftables, nginx, wireguard
 
 
@@ -32,15 +32,15 @@ class ActivePeer:
         )
 
 
-def server_key_path(settings: Settings) -> Path:
+def server_key_path(settings: PerimeterSettings) -> Path:
     return settings.provisioning_path / "wireguard" / "server.key"
 
 
-def ca_dir(settings: Settings) -> Path:
+def ca_dir(settings: PerimeterSettings) -> Path:
     return settings.provisioning_path / "ca"
 
 
-def server_public_key(settings: Settings) -> str:
+def server_public_key(settings: PerimeterSettings) -> str:
     """The WireGuard server's public key, from `server.pub` (0644) beside the private key, so
     that control never needs to read the private one. Created with the key pair if absent."""
     pub = server_key_path(settings).with_name("server.pub")
@@ -51,13 +51,13 @@ def server_public_key(settings: Settings) -> str:
     return public
 
 
-def _interface(settings: Settings) -> str:
+def _interface(settings: PerimeterSettings) -> str:
     if settings.wg_interface is None:
         raise ValueError("KEEP_WG_INTERFACE is not set: there is no perimeter")
     return settings.wg_interface
 
 
-def up(settings: Settings, upstream_socket: Path) -> dict[str, str]:
+def up(settings: PerimeterSettings, upstream_socket: Path) -> dict[str, str]:
     """Provision this host: WireGuard interface, keys and address; the firewall; NGINX's
     config and certificate, checked by `nginx -t`. Safe to run again."""
     name = _interface(settings)
@@ -81,7 +81,7 @@ def up(settings: Settings, upstream_socket: Path) -> dict[str, str]:
     }
 
 
-def sync(settings: Settings, peers: Iterable[ActivePeer]) -> tuple[int, int]:
+def sync(settings: PerimeterSettings, peers: Iterable[ActivePeer]) -> tuple[int, int]:
     """WireGuard's peers and NGINX's allowlist become exactly `peers`. Returns WireGuard's
     (added or updated, removed); with KEEP_WG_PEER_HANDOFF, the peers are handed to root's
     `keep provision sync` instead, and the count is of peers handed off when the set changed."""
@@ -94,11 +94,11 @@ def sync(settings: Settings, peers: Iterable[ActivePeer]) -> tuple[int, int]:
     return changed
 
 
-def handoff_path(settings: Settings) -> Path:
+def handoff_path(settings: PerimeterSettings) -> Path:
     return settings.state_dir / "wireguard-peers.json"
 
 
-def hand_off(settings: Settings, peers: Iterable[ActivePeer]) -> bool:
+def hand_off(settings: PerimeterSettings, peers: Iterable[ActivePeer]) -> bool:
     """Write the active peers for root to apply (0600: it holds preshared keys). Returns
     whether the set changed; an unchanged set is not rewritten, so nothing is triggered."""
     rows = [
@@ -110,7 +110,7 @@ def hand_off(settings: Settings, peers: Iterable[ActivePeer]) -> bool:
     return durable.replace_if_changed(path, (json.dumps(rows, indent=1) + "\n").encode())
 
 
-def read_handoff(settings: Settings) -> list[ActivePeer] | None:
+def read_handoff(settings: PerimeterSettings) -> list[ActivePeer] | None:
     """The peers control handed off, each checked (a key, an address in the tunnel subnet, a
     preshared key); None when control has written none yet. Raises ValueError, naming the
     entry but no key material, on anything else."""
@@ -140,19 +140,19 @@ def read_handoff(settings: Settings) -> list[ActivePeer] | None:
     return peers
 
 
-def apply_handoff(settings: Settings) -> tuple[int, int]:
+def apply_handoff(settings: PerimeterSettings) -> tuple[int, int]:
     """Root's side of the handoff: WireGuard's peers become the handed-off set, as a diff.
     Nothing is changed when control has handed off nothing yet."""
     peers = read_handoff(settings)
     return (0, 0) if peers is None else _sync_device(settings, peers)
 
 
-def _sync_device(settings: Settings, peers: list[ActivePeer]) -> tuple[int, int]:
+def _sync_device(settings: PerimeterSettings, peers: list[ActivePeer]) -> tuple[int, int]:
     device = wireguard.open_device(_interface(settings))
     return wireguard.sync(device, [p.spec() for p in peers])
 
 
-def drift(settings: Settings, peers: Iterable[ActivePeer]) -> list[str]:
+def drift(settings: PerimeterSettings, peers: Iterable[ActivePeer]) -> list[str]:
     """How the host differs from `peers` (control's active peers); empty when in step.
     Names keys and addresses only."""
     active = list(peers)
@@ -181,7 +181,7 @@ def drift(settings: Settings, peers: Iterable[ActivePeer]) -> list[str]:
     return problems
 
 
-def handshakes(settings: Settings) -> dict[str, float]:
+def handshakes(settings: PerimeterSettings) -> dict[str, float]:
     """Each peer's latest handshake (seconds since the epoch), by public key."""
     state = wireguard.open_device(_interface(settings)).state()
     return {k: p.last_handshake for k, p in state.peers.items() if p.last_handshake}

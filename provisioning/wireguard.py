@@ -344,11 +344,3 @@ def configure_interface(name: str, address: str, subnet: str) -> None:
             ipr.addr("add", index=index, address=str(iface.ip), prefixlen=net.prefixlen)
         ipr.link("set", index=index, state="up")
         ipr.route("replace", dst=str(net), oif=index)
-
-
-def delete_interface(name: str) -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        for index in ipr.link_lookup(ifname=name):
-            ipr.link("del", index=index)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
-
-import numpy as np
 
 from rag.chunking import Chunk, chunk_text
 from rag.embedder import Embedder, Vectors
@@ -225,12 +223,3 @@ class Collection:
         self._chunks.clear()
         self.budget.give(self._held)
         self._held = 0
-
-
-def embed_prepared(
-    encode: Callable[[Sequence[str]], Vectors], prepared: Sequence[PreparedDocument]
-) -> Vectors:
-    texts = [chunk.text for doc in prepared for chunk in doc.chunks]
-    if not texts:
-        return np.zeros((0, 0), dtype=np.float32)
-    return encode(texts)

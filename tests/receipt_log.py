@@ -8,10 +8,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from keep.transparency import receipt as receipts
-from keep.transparency.merkle import MerkleTree
-from keep.transparency.note import Verifier, raw_public
-from keep.transparency.verify import Consistency, encode_hashes
+from transparency import receipt as receipts
+from transparency.merkle import MerkleTree
+from transparency.note import Verifier, raw_public
+from transparency.verify import Consistency, encode_hashes
 
 
 def receipt_fields(public: bytes, seq: int, **overrides: Any) -> dict[str, Any]:
@@ -57,7 +57,7 @@ class Log:
         return body
 
     def checkpoint(self, size: int | None = None) -> str:
-        from keep.transparency.note import Checkpoint
+        from transparency.note import Checkpoint
 
         n = len(self.tree) if size is None else size
         return Checkpoint(self.name, n, self.tree.root(n)).sign(self.name, self.key)

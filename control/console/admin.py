@@ -15,21 +15,20 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import path
 from django.utils import timezone
 
-from control.console import bundle, exports, ingest, policy
+from control.console import selectors, services
 from control.console.models import (
     Alert,
     ApiKey,
     ApplianceIdentity,
     Checkpoint,
     Client,
-    LoginFailure,
     ModelPin,
     Peer,
     PolicyPush,
     Quota,
     Receipt,
 )
-from provisioning import ipam, keys
+from provisioning import keys
 
 
 class KeepAdminSite(admin.AdminSite):
@@ -40,15 +39,15 @@ class KeepAdminSite(admin.AdminSite):
     def each_context(self, request: HttpRequest) -> dict[str, Any]:
         context = super().each_context(request)
         if request.user.is_authenticated:
-            context["keep_alerts"] = Alert.objects.filter(acknowledged=False).count()
+            context["keep_alerts"] = selectors.alert_open_count()
         return context
 
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         if request.method == "POST":
             since = timezone.now() - timedelta(seconds=settings.KEEP.control_login_window_s)
-            failures = LoginFailure.objects.filter(
-                username=request.POST.get("username", "")[:150], at__gte=since
-            ).count()
+            failures = selectors.login_failure_count(
+                username=request.POST.get("username", ""), since=since
+            )
             if failures >= settings.KEEP.control_login_attempts:
                 return HttpResponse(
                     "Too many failed logins for this user; try again later.", status=429
@@ -85,7 +84,7 @@ class ClientAdmin(admin.ModelAdmin):
 
     @admin.display(description="Active peers")
     def active_peers(self, obj: Client) -> int:
-        return obj.peers.filter(revoked_at__isnull=True).count()
+        return selectors.peer_active_count(client=obj)
 
     def get_urls(self) -> list[Any]:
         return [
@@ -113,7 +112,8 @@ class ClientAdmin(admin.ModelAdmin):
         start = datetime.combine(form.cleaned_data["start"], time.min, UTC)
         end = datetime.combine(form.cleaned_data["end"] + timedelta(days=1), time.min, UTC)
         response = StreamingHttpResponse(
-            exports.export_lines(client, start, end), content_type="application/jsonl"
+            selectors.receipt_export(client=client, start=start, end=end),
+            content_type="application/jsonl",
         )
         name = f"receipts-{client.pk}-{_day(start)}-{_day(end - timedelta(days=1))}.jsonl"
         response["Content-Disposition"] = f'attachment; filename="{name}"'
@@ -156,17 +156,18 @@ class PeerForm(forms.ModelForm):
                 return data
             # The database's constraint covers this too, but Django's form validation skips a
             # constraint whose condition names a field the form lacks (revoked_at).
-            others = Peer.objects.active().exclude(pk=self.instance.pk)
-            if others.filter(public_key=data["public_key"]).exists():
+            if selectors.peer_public_key_taken(
+                public_key=data["public_key"], exclude_pk=self.instance.pk
+            ):
                 self.add_error("public_key", "An active peer already has this public key.")
         return data
 
 
-def allocate_address(now: datetime) -> str:
-    quarantine = now - timedelta(seconds=settings.KEEP.wg_address_quarantine_s)
-    taken = Peer.objects.filter(revoked_at__isnull=True).values_list("address", flat=True)
-    recent = Peer.objects.filter(revoked_at__gte=quarantine).values_list("address", flat=True)
-    return ipam.allocate(settings.KEEP.wg_subnet, [*taken, *recent])
+def _become(unsaved: Any, created: Any) -> None:
+    """The admin goes on with the form's own instance (change message, redirect), so it
+    becomes the row that the service created."""
+    unsaved.pk = created.pk
+    unsaved.refresh_from_db()
 
 
 def _zip(peer: Peer, content: bytes) -> HttpResponse:
@@ -204,9 +205,19 @@ class PeerAdmin(admin.ModelAdmin):
         return (*fixed, "public_key")
 
     def save_model(self, request: HttpRequest, obj: Peer, form: Any, change: bool) -> None:
-        if not change:
-            obj.address = allocate_address(timezone.now())
-        super().save_model(request, obj, form, change)
+        if change:
+            if "public_key" in form.fields:  # otherwise nothing on the form is editable
+                services.peer_public_key_rotate(
+                    peer=obj, public_key=form.cleaned_data["public_key"]
+                )
+            return
+        created = services.peer_create(
+            client=obj.client,
+            name=obj.name,
+            public_key=obj.public_key,
+            server_generated=obj.server_generated,
+        )
+        _become(obj, created)
 
     def _one(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Peer | None:
         if queryset.count() != 1 or not queryset[0].active:
@@ -217,26 +228,20 @@ class PeerAdmin(admin.ModelAdmin):
     @admin.action(description="Download client bundle (issues a new API key and preshared key)")
     def download_bundle(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
         peer = self._one(request, queryset)
-        return None if peer is None else _zip(peer, bundle.build(peer))
+        return None if peer is None else _zip(peer, services.bundle_issue(peer=peer))
 
     @admin.action(description="Rotate API key: revoke its keys, download a new bundle")
     def rotate_key(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
         peer = self._one(request, queryset)
         if peer is None:
             return None
-        content = bundle.build(peer)
-        newest = peer.keys.order_by("-pk").first()
-        assert newest is not None
-        for key in peer.keys.filter(revoked_at__isnull=True).exclude(pk=newest.pk):
-            key.revoked_at = timezone.now()
-            key.save(update_fields=["revoked_at"])
-        return _zip(peer, content)
+        return _zip(peer, services.api_key_rotate(peer=peer))
 
     @admin.action(description="Revoke selected peers and their keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[Peer]) -> None:
         now = timezone.now()
         for peer in queryset.filter(revoked_at__isnull=True):
-            peer.revoke(now)
+            services.peer_revoke(peer=peer, now=now)
         self.message_user(request, "Revoked; the appliance policy was pushed.")
 
 
@@ -253,9 +258,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        for key in queryset.filter(revoked_at__isnull=True):
-            key.revoked_at = timezone.now()
-            key.save(update_fields=["revoked_at"])
+        services.api_key_revoke(keys=queryset)
         self.message_user(request, "Revoked; the appliance policy was pushed.")
 
 
@@ -264,6 +267,21 @@ class ModelPinAdmin(admin.ModelAdmin):
     list_display = ("name", "sha256", "active", "created")
     list_filter = ("active",)
     search_fields = ("name", "sha256")
+
+    def save_model(self, request: HttpRequest, obj: ModelPin, form: Any, change: bool) -> None:
+        if change:
+            services.model_pin_update(pin=obj, fields=list(form.changed_data))
+            return
+        created = services.model_pin_create(
+            name=obj.name, path=obj.path, sha256=obj.sha256, active=obj.active
+        )
+        _become(obj, created)
+
+    def delete_model(self, request: HttpRequest, obj: ModelPin) -> None:
+        services.model_pin_delete(pins=ModelPin.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ModelPin]) -> None:
+        services.model_pin_delete(pins=queryset)
 
 
 class ReadOnly(admin.ModelAdmin):
@@ -298,8 +316,8 @@ class ReceiptAdmin(ReadOnly):
     @admin.action(description="Pull new receipts from the appliance now")
     def pull_now(self, request: HttpRequest, queryset: QuerySet[Receipt]) -> None:
         try:
-            added = ingest.pull()
-        except ingest.IngestStopped as exc:
+            added = services.receipt_ingest()
+        except services.IngestStopped as exc:
             self.message_user(request, f"Ingest stopped: {exc}", messages.ERROR)
         else:
             self.message_user(request, f"{added} receipt(s) verified and added.")
@@ -316,7 +334,7 @@ class AlertAdmin(ReadOnly):
 
     @admin.action(description="Acknowledge")
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
-        queryset.update(acknowledged=True)
+        services.alert_acknowledge(alerts=queryset)
 
 
 @admin.register(PolicyPush, site=site)
@@ -327,7 +345,7 @@ class PolicyPushAdmin(ReadOnly):
 
     @admin.action(description="Push the policy now")
     def push_now(self, request: HttpRequest, queryset: QuerySet[PolicyPush]) -> None:
-        result = policy.push()
+        result = services.policy_push()
         level = messages.SUCCESS if result.ok else messages.ERROR
         self.message_user(request, str(result), level)
 

@@ -1,17 +1,14 @@
 """Control's records: clients, their WireGuard peers and API keys, quotas, model pins, and
-the receipts ingested from the appliance with the alerts their checks raise."""
+the receipts ingested from the appliance with the alerts their checks raise. Data,
+constraints and small pure helpers only: the writes are in services/, the reads in
+selectors.py."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db import models
 from django.db.models import Q
-from django.utils import timezone
-
-KEY_PREFIX = "keep-"
 
 
 class Client(models.Model):
@@ -77,14 +74,6 @@ class Peer(models.Model):
     def active(self) -> bool:
         return self.revoked_at is None
 
-    def revoke(self, now: datetime) -> None:
-        """Revoke the peer and its keys, and forget its preshared key. Saving it syncs
-        WireGuard and NGINX and pushes the policy once the change commits (signals.py)."""
-        self.revoked_at = now
-        self.preshared_key = ""
-        self.save(update_fields=["revoked_at", "preshared_key"])
-        self.keys.filter(revoked_at__isnull=True).update(revoked_at=now)
-
 
 class ApiKey(models.Model):
     peer = models.ForeignKey(Peer, on_delete=models.PROTECT, related_name="keys")
@@ -96,18 +85,6 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}…"
-
-    @classmethod
-    def issue(cls, peer: Peer, lifetime: timedelta | None = None) -> tuple[ApiKey, str]:
-        """A new key for `peer`. The key itself is returned once and never stored."""
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
-        record = cls.objects.create(
-            peer=peer,
-            prefix=key[: len(KEY_PREFIX) + 8],
-            digest=hashlib.sha256(key.encode()).hexdigest(),
-            expires_at=None if lifetime is None else timezone.now() + lifetime,
-        )
-        return record, key
 
     def usable(self, now: datetime) -> bool:
         return (

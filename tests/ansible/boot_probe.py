@@ -1,5 +1,5 @@
-"""Run inside the booted root (by test_playbook.py, with the root's own Python): what a client
-of each installed service sees. Prints one JSON object; stdlib and httpx only."""
+"""Run inside the booted root (by test_playbook_boot.py, with the root's own Python): what a
+client of each installed service sees. Prints one JSON object; stdlib and httpx only."""
 
 from __future__ import annotations
 

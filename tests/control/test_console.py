@@ -19,9 +19,8 @@ from django.test import Client as HttpClient
 from django.urls import reverse
 from django.utils import timezone
 
-from control.console.admin import allocate_address
+from control.console import selectors, services
 from control.console.models import Alert, ApiKey, Client, Peer, PolicyPush
-from control.console.policy import compile_policy
 from provisioning import keys
 from tests.control.conftest import PASSWORD, Console
 
@@ -116,7 +115,7 @@ def test_add_a_peer_from_a_client_key_and_download_its_bundle(console: Console) 
     stored = ApiKey.objects.get(peer=peer)
     assert api_key not in json.dumps([stored.prefix, stored.digest])  # only its hash is kept
     assert api_key.startswith(stored.prefix)
-    policy = compile_policy(1)
+    policy = selectors.policy_document(version=1)
     assert [k["sha256"] for k in policy["keys"]] == [stored.digest]
 
 
@@ -170,9 +169,7 @@ def test_each_bundle_issues_a_preshared_key_that_the_console_never_shows(
     assert len(keys.decode(first)) == 32
     peer.refresh_from_db()
     assert peer.preshared_key == first
-    from control.console.perimeter import active_peers
-
-    [active] = active_peers()
+    [active] = selectors.peer_perimeter_list()
     assert active.spec().preshared_key == first
     assert first not in repr(active)
     assert first not in repr(active.spec())
@@ -210,7 +207,7 @@ def test_rotate_a_client_made_wireguard_key_in_the_change_form(console: Console)
     peer.refresh_from_db()
     assert peer.public_key == new
     assert (peer.address, peer.preshared_key) == (address, psk)  # only the key changed
-    assert [p["address"] for p in compile_policy(3)["peers"]] == [address]
+    assert [p["address"] for p in selectors.policy_document(version=3)["peers"]] == [address]
     # Another active peer's key is refused.
     other = Peer.objects.create(
         client=peer.client, name="phone", public_key=old, address="10.66.0.9"
@@ -236,7 +233,7 @@ def test_a_server_generated_or_revoked_peers_key_cannot_be_edited(console: Conso
     change = reverse("keep:console_peer_change", args=[peer.pk])
     console.post(change, {"public_key": keys.public_of(keys.generate_private())})
     assert Peer.objects.get(pk=peer.pk).public_key == generated
-    peer.revoke(timezone.now())
+    services.peer_revoke(peer=peer)
     console.post(change, {"public_key": keys.public_of(keys.generate_private())})
     assert Peer.objects.get(pk=peer.pk).public_key == generated
 
@@ -255,24 +252,22 @@ def test_revoke_and_rotate(console: Console) -> None:
     peer.refresh_from_db()
     assert peer.revoked_at is not None
     assert not ApiKey.objects.filter(peer=peer, revoked_at__isnull=True).exists()
-    assert compile_policy(2)["keys"] == []
-    assert compile_policy(2)["peers"] == []
+    assert selectors.policy_document(version=2)["keys"] == []
+    assert selectors.policy_document(version=2)["peers"] == []
 
 
 def test_a_revoked_address_is_quarantined(console: Console) -> None:
     peer = add_client_and_peer(console, public_key=keys.public_of(keys.generate_private()))
     peer.revoked_at = timezone.now()
     peer.save()
-    assert allocate_address(timezone.now()) != peer.address
+    assert services.address_allocate(now=timezone.now()) != peer.address
     later = timezone.now() + timedelta(seconds=settings.KEEP.wg_address_quarantine_s + 1)
-    assert allocate_address(later) == peer.address
+    assert services.address_allocate(now=later) == peer.address
 
 
 def test_a_failed_push_is_recorded_and_alerts(console: Console) -> None:
     """No appliance listens in this test: the push fails, visibly."""
-    from control.console.policy import push
-
-    result = push()
+    result = services.policy_push()
     assert not result.ok
     assert PolicyPush.objects.filter(ok=False).exists()
     assert Alert.objects.filter(kind=Alert.PUSH_FAILED).exists()
@@ -283,13 +278,11 @@ def test_a_failed_push_is_recorded_and_alerts(console: Console) -> None:
 def test_an_unreachable_wireguard_device_alerts_and_the_sync_loop_goes_on() -> None:
     """keep-control-sync's loop with a WireGuard interface that does not exist (the device
     down, or wireguard-go's socket closed to control): alerts, and no exception."""
-    from control.console import perimeter
-
     saved = settings.KEEP
     settings.KEEP = saved.model_copy(update={"wg_interface": "keep-absent0"})
     try:
-        assert perimeter.sync() is False
-        assert perimeter.record_handshakes() == 0
+        assert services.perimeter_sync() is False
+        assert services.peer_handshakes_record() == 0
         call_command("keep_sync", stdout=io.StringIO(), stderr=io.StringIO())
     finally:
         settings.KEEP = saved

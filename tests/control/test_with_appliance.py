@@ -14,7 +14,7 @@ import pytest
 from django.conf import LazySettings
 from django.urls import reverse
 
-from control.console import ingest
+from control.console import services
 from control.console.models import Alert, ApplianceIdentity, Peer, Receipt
 from provisioning import keys
 from tests.conftest import KEEP, ServerFactory, ask, state_settings
@@ -68,8 +68,8 @@ def test_receipts_are_pulled_verified_exported_and_verify_offline(
     peer = add_client_and_peer(console, public_key=keys.public_of(keys.generate_private()))
     key = bundle_key(console, peer)
     sessions = [ask(base, key).headers["x-keep-session"] for _ in range(3)]
-    assert ingest.pull() == 3
-    assert ingest.pull() == 0
+    assert services.receipt_ingest() == 3
+    assert services.receipt_ingest() == 0
     stored = Receipt.objects.order_by("seq")
     assert [r.session_id for r in stored] == sessions
     assert {r.client for r in stored} == {peer.client}
@@ -111,12 +111,12 @@ def test_a_tampered_store_a_rollback_and_a_new_key_raise_alerts(
     key = bundle_key(console, peer)
     for _ in range(2):
         ask(base, key)
-    assert ingest.pull() == 2
+    assert services.receipt_ingest() == 2
     # Control's own copy altered: the next page no longer adds up to the signed root.
     ask(base, key)
     Receipt.objects.filter(seq=0).update(leaf_hash="00" * 32)
-    with pytest.raises(ingest.IngestStopped):
-        ingest.pull()
+    with pytest.raises(services.IngestStopped):
+        services.receipt_ingest()
     assert Alert.objects.filter(kind=Alert.BAD_TREE).exists()
     assert Receipt.objects.count() == 2  # nothing unverified was kept
     # The same appliance key over a shorter log: a rollback.
@@ -126,15 +126,15 @@ def test_a_tampered_store_a_rollback_and_a_new_key_raise_alerts(
     )
     serve_inproc(**rolled)
     settings.KEEP = settings.KEEP.model_copy(update={"admin_socket": rolled["admin_socket"]})
-    with pytest.raises(ingest.IngestStopped):
-        ingest.pull()
+    with pytest.raises(services.IngestStopped):
+        services.receipt_ingest()
     assert Alert.objects.filter(kind=Alert.ROLLBACK).exists()
     # Another key altogether.
     stranger = state_settings()
     serve_inproc(**stranger)
     settings.KEEP = settings.KEEP.model_copy(update={"admin_socket": stranger["admin_socket"]})
-    with pytest.raises(ingest.IngestStopped):
-        ingest.pull()
+    with pytest.raises(services.IngestStopped):
+        services.receipt_ingest()
     assert Alert.objects.filter(kind=Alert.KEY_CHANGED).exists()
     index = console.get(reverse("keep:index"))
     assert b'id="keep-alerts"' in index.content

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from lab.keephost import SERVER_NAME, KeepHost, join
-from lab.net import LabError, Net, preflight
 from provisioning import keys
+from tests.netlab.keephost import SERVER_NAME, KeepHost, join
+from tests.netlab.net import LabError, Net, preflight
 
 PY = sys.executable
 
@@ -50,7 +50,7 @@ class Lab:
     def probe(self, host: str, *args: str, timeout: float = 300) -> dict[str, Any]:
         import json
 
-        out = self.net.check(host, [PY, "-m", "lab.probe", *args], timeout=timeout)
+        out = self.net.check(host, [PY, "-m", "tests.netlab.probe", *args], timeout=timeout)
         result: dict[str, Any] = json.loads(out)
         return result
 
@@ -114,7 +114,7 @@ def enroll(lab: Lab, host: str, name: str) -> Member:
     return Member(host, interface, peer.address, api_key, peer.pk)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def lab(django_db_blocker: Any) -> Iterator[Lab]:
     _require_lab()
     from django.conf import settings
@@ -159,3 +159,18 @@ def lab(django_db_blocker: Any) -> Iterator[Lab]:
 def unblocked(django_db_blocker: Any) -> Iterator[None]:
     with django_db_blocker.unblock():
         yield
+
+
+BASE = f"https://{SERVER_NAME}"
+QUESTION = "What is the capital of France?"
+
+
+def wg_peers(lab: Lab) -> set[str]:
+    out = lab.net.check("host", ["wg", "show", lab.keep.wg_interface, "peers"])
+    return set(out.split())
+
+
+def db_active_keys() -> set[str]:
+    from control.console.models import Peer
+
+    return set(Peer.objects.active().exclude(public_key="").values_list("public_key", flat=True))

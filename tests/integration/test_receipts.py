@@ -17,11 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from appliance.app import create_app
-from appliance.receipts import JOURNAL_NAME, JournalError
+from appliance.journal import JOURNAL_NAME, JournalError
 from inference.engine import Engine
-from keep.transparency import receipt as receipts
-from keep.transparency.note import Verifier
-from keep.transparency.verify import Consistency, verify_bundle
 from rag.embedder import Embedder
 from tests.conftest import (
     KEEP,
@@ -32,6 +29,9 @@ from tests.conftest import (
     make_settings,
     state_settings,
 )
+from transparency import receipt as receipts
+from transparency.note import Verifier
+from transparency.verify import Consistency, verify_bundle
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
 

@@ -10,7 +10,7 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keep.transparency.jcs import CanonicalizationError, canonical, number
+from transparency.jcs import CanonicalizationError, canonical, number
 
 # RFC 8785 appendix B: IEEE 754 bit patterns and their ECMAScript forms.
 NUMBERS = [

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keep.transparency.merkle import (
+from transparency.merkle import (
     EMPTY_ROOT,
     MerkleTree,
     ProofError,

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keep.transparency import cli
-from keep.transparency import receipt as receipts
-from keep.transparency.note import Checkpoint, NoteError, Verifier, open_checkpoint
-from keep.transparency.verify import Invalid, Unverifiable, parse_json, verify_bundle
 from tests.receipt_log import Log, make_log
+from transparency import cli
+from transparency import receipt as receipts
+from transparency.note import Checkpoint, NoteError, Verifier, open_checkpoint
+from transparency.verify import Invalid, Unverifiable, parse_json, verify_bundle
 
 LOG = make_log(11)
 VERIFIER = LOG.verifier
@@ -242,7 +242,7 @@ def test_keep_verify_needs_nothing_but_cryptography(tmp_path: Path) -> None:
     bundle.write_text(dumps(LOG.bundle(9)))
     guard = (
         "import sys, importlib.abc\n"
-        "allowed = ('keep', 'cryptography', '_cffi_backend', 'cffi')\n"
+        "allowed = ('keep', 'transparency', 'cryptography', '_cffi_backend', 'cffi')\n"
         "class Guard(importlib.abc.MetaPathFinder):\n"
         "    def find_spec(self, name, path, target=None):\n"
         "        top = name.split('.')[0]\n"

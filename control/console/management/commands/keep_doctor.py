@@ -7,14 +7,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from control.console.perimeter import doctor
+from control.console.selectors import perimeter_drift
 
 
 class Command(BaseCommand):
     help = "Report drift between the database, WireGuard, NGINX and the appliance's policy."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        problems = doctor()
+        problems = perimeter_drift()
         for line in problems:
             self.stdout.write(line)
         if problems:

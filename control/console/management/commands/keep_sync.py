@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from control.console import ingest, perimeter, policy
+from control.console import services
 
 
 class Command(BaseCommand):
@@ -18,13 +18,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         while True:
-            perimeter.sync()
-            pushed = policy.push()
-            perimeter.record_handshakes()
+            services.perimeter_sync()
+            pushed = services.policy_push()
+            services.peer_handshakes_record()
             try:
-                added = ingest.pull()
+                added = services.receipt_ingest()
                 self.stdout.write(f"{pushed}; {added} receipt(s) added")
-            except ingest.IngestStopped as exc:
+            except services.IngestStopped as exc:
                 self.stderr.write(f"{pushed}; ingest stopped: {exc}")
             if options["interval"] <= 0:
                 return

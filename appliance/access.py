@@ -1,0 +1,45 @@
+"""Who may call: the API keys in force and the peer each one is bound to.
+
+The settings' own keys are always in force. A policy from control adds its keys and their
+peer bindings, and replaces the previous policy's whole: a key it leaves out is revoked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fastapi import Request
+
+from appliance.auth import Grant, KeyRing, Principal, authenticate
+from appliance.errors import Forbidden
+from appliance.policy import Policy
+
+PEER_HEADER = "x-keep-peer"
+
+
+class Access:
+    def __init__(self, static_grants: Mapping[str, Grant]) -> None:
+        self._static = dict(static_grants)
+        self.keys = KeyRing(self._static)
+        self.policy: Policy | None = None
+        self._peer_addresses: dict[str, str] = {}  # peer id -> tunnel address
+
+    def install(self, policy: Policy) -> None:
+        """Put a checked policy in force."""
+        self.keys = KeyRing({**self._static, **policy.grants()})
+        self.policy = policy
+        self._peer_addresses = {p.id: p.address for p in policy.peers}
+
+    def principal(self, request: Request, *, behind_nginx: bool) -> Principal:
+        """The authenticated principal, or 401.
+
+        Behind NGINX (the API on a unix socket) a key is also bound to its peer: NGINX names
+        the tunnel address the request came from, and a key used from another peer's address
+        gets 403, which NGINX turns into silence. The header is trusted only on the unix
+        socket, which NGINX alone can reach."""
+        principal = authenticate(self.keys, request)
+        if behind_nginx and self._peer_addresses:
+            bound = self._peer_addresses.get(principal.peer_id)
+            if bound is not None and request.headers.get(PEER_HEADER) != bound:
+                raise Forbidden("this key belongs to another peer")
+        return principal

@@ -1,0 +1,166 @@
+"""The admin unix socket: control pushes policy in and pulls receipts out. No TCP, ever.
+
+The socket is created with mode 0600 before it listens, in a directory of mode 0700, so only
+the appliance's own user (and root) can connect. It is served by a second uvicorn server in
+the appliance's event loop, so policy applies to the running process without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+
+from appliance import errors
+from appliance import policy as policies
+from appliance.state import ApplianceState
+
+log = logging.getLogger("keep.admin")
+router = APIRouter(prefix="/admin")
+
+
+def _state(request: Request) -> ApplianceState:
+    state = request.app.state.keep_source.state.keep
+    assert isinstance(state, ApplianceState)
+    return state
+
+
+async def apply_policy(state: ApplianceState, new: policies.Policy) -> int:
+    """Check, keep on disk, then swap in `new`. Returns how many sessions revocation ended."""
+    current = state.access.policy
+    policies.check_transition(current, new, state.pinned)
+    if current is not None and new.digest() == current.digest():
+        return 0
+    await asyncio.to_thread(policies.save, state.settings.state_dir, new)
+    return await install_policy(state, new)
+
+
+async def install_policy(state: ApplianceState, new: policies.Policy) -> int:
+    """Swap in a checked policy that is already on disk, and end revoked keys' sessions."""
+    state.access.install(new)
+    state.quotas.set_limits(new.quotas)
+    ended = await state.sessions.close_where(state.access.keys.digests())
+    log.info("policy %d applied: %d key(s); %d session(s) ended", new.version, len(new.keys), ended)
+    return ended
+
+
+@router.get("/status")
+async def status(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    policy = state.access.policy
+    return {
+        "appliance_id": state.receipts.appliance_id,
+        "verifier_key": state.receipts.verifier.encode(),
+        "policy_version": None if policy is None else policy.version,
+        "policy_digest": None if policy is None else policy.digest(),
+        "receipts": len(state.receipts),
+        "receipts_healthy": state.receipts.healthy,
+        "sessions": len(state.sessions),
+        "peers": sorted(p.address for p in policy.peers) if policy else [],
+        "model": {"name": state.pinned.name, "sha256": state.pinned.sha256},
+    }
+
+
+@router.put("/policy")
+async def put_policy(request: Request) -> JSONResponse:
+    state = _state(request)
+    raw = await request.body()
+    try:
+        new = policies.parse(raw)
+        ended = await apply_policy(state, new)
+    except policies.PolicyError as exc:
+        log.warning("policy refused: %s", exc)
+        return JSONResponse({"error": {"message": str(exc), "code": "policy_refused"}}, 400)
+    return JSONResponse({"version": new.version, "digest": new.digest(), "sessions_ended": ended})
+
+
+@router.get("/receipts")
+async def receipts(
+    request: Request,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1)] = 1000,
+) -> dict[str, Any]:
+    state = _state(request)
+    size, note = state.receipts.checkpoint()
+    entries = state.receipts.entries(after, min(limit, state.settings.admin_max_entries))
+    return {
+        "entries": [{"receipt": e.receipt, "signature": e.signature} for e in entries],
+        "size": size,
+        "checkpoint": note,
+    }
+
+
+def create_admin_app(source: FastAPI) -> FastAPI:
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.keep_source = source
+    errors.install(app)
+    app.include_router(router)
+    return app
+
+
+def bind_socket(path: Path, group_access: bool = False) -> socket.socket:
+    """A listening unix socket at `path`, mode 0600 from the start (0660 with
+    `group_access`, for a control running as another user in the directory's group). A stale
+    socket is replaced; a live one (another appliance) or a non-socket file stops start-up."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise RuntimeError("KEEP_ADMIN_SOCKET: the path exists and is not a socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()
+            else:
+                raise RuntimeError("KEEP_ADMIN_SOCKET: another process serves this socket")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    mode = 0o660 if group_access else 0o600
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, mode)
+    return sock
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server inside another's event loop: the outer server owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve_admin(
+    source: FastAPI, path: Path, group_access: bool = False
+) -> AsyncIterator[None]:
+    sock = bind_socket(path, group_access)
+    config = uvicorn.Config(
+        create_admin_app(source), lifespan="off", log_config=None, access_log=False
+    )
+    server = _EmbeddedServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    # uvicorn reports start-up only through this flag.
+    while not server.started and not task.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+        await asyncio.to_thread(path.unlink, missing_ok=True)

@@ -1,0 +1,138 @@
+"""Chat completions: messages to a prompt within the context, with a session's passages
+when it has documents; response_format to a grammar; events to OpenAI's chat objects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from appliance.auth import Principal
+from appliance.errors import InvalidRequest
+from appliance.openai.chat import prompt as prompts
+from appliance.openai.chat.protocol import (
+    ChatCompletionRequest,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+)
+from appliance.openai.generation import GenerationServing, ShapeBase
+from appliance.openai.protocol import Usage
+from inference import grammar as grammars
+from inference.sampling import Grammar
+from inference.template import ChatMessage, Role
+from rag.embedder import Embedder
+
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+
+
+class ChatShape(ShapeBase):
+    chunk_object = "chat.completion.chunk"
+    id_prefix = "chatcmpl"
+
+    def __init__(self, body: ChatCompletionRequest, citations: list[dict[str, Any]] | None) -> None:
+        super().__init__(body)
+        # Keep's extension: the passages retrieval put into the prompt, or None without RAG.
+        self.citations = citations
+
+    def _keep(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if self.citations is not None:
+            obj["keep"] = {"citations": self.citations}
+        return obj
+
+    @staticmethod
+    def _choice(delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+
+    def first(self) -> dict[str, Any]:
+        return self.chunk(self._choice({"role": "assistant", "content": ""}, None))
+
+    def delta(self, text: str) -> dict[str, Any]:
+        return self.chunk(self._choice({"content": text}, None))
+
+    def last(self, reason: str) -> dict[str, Any]:
+        return self._keep(self.chunk(self._choice({}, reason)))
+
+    def complete(self, text: str, reason: str, usage: Usage) -> dict[str, Any]:
+        message = {"role": "assistant", "content": text}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
+        out = self.envelope("chat.completion", [choice]) | {"usage": usage.model_dump()}
+        return self._keep(out)
+
+
+def grammar_for(body: ChatCompletionRequest) -> Grammar | None:
+    fmt = body.response_format
+    if isinstance(fmt, JsonObjectFormat):
+        return grammars.json_object()
+    if isinstance(fmt, JsonSchemaFormat):
+        return grammars.json_schema(json.dumps(fmt.json_schema.schema_))
+    return None
+
+
+class ChatServing:
+    def __init__(
+        self,
+        generation: GenerationServing,
+        *,
+        embedder: Embedder,
+        rag_top_k: int,
+        rag_min_score: float,
+    ) -> None:
+        self.generation = generation
+        self.embedder = embedder
+        self.rag_top_k = rag_top_k
+        self.rag_min_score = rag_min_score
+
+    def _prompt_budget(self, requested: int | None) -> int:
+        """Tokens the prompt may take: the context less the room kept for the completion."""
+        n_ctx = self.generation.model.n_ctx_per_seq
+        reserve = requested or min(self.generation.max_tokens_cap, n_ctx // 4)
+        return max(1, n_ctx - reserve)
+
+    async def create(
+        self, body: ChatCompletionRequest, request: Request, principal: Principal
+    ) -> Response:
+        generation = self.generation
+        generation.check_model(body.model)
+        model = generation.model
+        template = model.template
+        if template is None:
+            raise InvalidRequest("this model has no chat template; use /v1/completions")
+        messages = [ChatMessage(role=_ROLES[m.role], content=m.text()) for m in body.messages]
+        requested = body.max_completion_tokens or body.max_tokens
+        budget = self._prompt_budget(requested)
+
+        def tokens_of(candidate: list[ChatMessage]) -> list[int]:
+            return model.tokenize_prompt(template.render(candidate))
+
+        session = generation.admit(request, principal)
+        try:
+            query = next((m.content for m in reversed(messages) if m.role == "user"), "")
+            passages = await prompts.retrieve(
+                self.embedder,
+                session,
+                body.keep,
+                query,
+                default_top_k=self.rag_top_k,
+                default_min_score=self.rag_min_score,
+            )
+
+            def prepare() -> tuple[list[int], list[prompts.Passage], Grammar | None]:
+                prompt, used = prompts.assemble(tokens_of, messages, passages or [], budget)
+                return prompt, used, grammar_for(body)
+
+            prompt, used, grammar = await asyncio.to_thread(prepare)
+            job = generation.plan(body, prompt, requested_max=requested, grammar=grammar)
+        except BaseException:
+            await generation.discard(session)
+            raise
+        citations = None if passages is None else prompts.citations(used)
+        shape = ChatShape(body, citations)
+        return await generation.run(request, session, job, stream=body.stream, shape=shape)

@@ -1,0 +1,364 @@
+"""Serving shared by chat and text completions: admission, limits, sessions, events to
+responses.
+
+A request is admitted in this order: model, limits, session, engine. The engine reports
+`Started` once the prompt is in the KV cache, and only then does a response begin, so every
+failure before the first token gets a real HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from appliance.auth import Principal
+from appliance.errors import (
+    APIError,
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelNotFound,
+    RequestTimeout,
+    envelope,
+    from_inference,
+)
+from appliance.openai.protocol import GenerationFields, Usage
+from appliance.quotas import QuotaBook
+from appliance.sessions import Session, SessionRegistry
+from appliance.state import EngineDep, QuotasDep, SessionsDep, SettingsDep
+from inference.engine import (
+    Engine,
+    Event,
+    Failed,
+    Finished,
+    Generation,
+    GenerationRequest,
+    TextDelta,
+)
+from inference.model import LlamaModel
+from inference.sampling import Grammar, SamplingParams
+
+SESSION_HEADER = "x-keep-session"
+# The worker enforces the deadline itself; this margin only covers a job still queued.
+_DEADLINE_GRACE_S = 0.5
+
+
+class Shape(Protocol):
+    """How one endpoint family formats its objects."""
+
+    include_usage: bool
+
+    def first(self) -> dict[str, Any] | None: ...
+    def delta(self, text: str) -> dict[str, Any]: ...
+    def last(self, reason: str) -> dict[str, Any]: ...
+    def usage_only(self, usage: Usage) -> dict[str, Any]: ...
+    def complete(self, text: str, reason: str, usage: Usage) -> dict[str, Any]: ...
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+class ShapeBase:
+    """What every endpoint family's objects share: id, timestamps, the usage slot. The
+    request's stream options decide, here alone, whether usage is streamed."""
+
+    chunk_object: str = ""
+    id_prefix: str = ""
+
+    def __init__(self, body: GenerationFields) -> None:
+        self.id = new_id(self.id_prefix)
+        self.created = int(time.time())
+        self.model = body.model
+        self.include_usage = body.include_usage()
+
+    def envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+
+    def chunk(self, choice: dict[str, Any]) -> dict[str, Any]:
+        out = self.envelope(self.chunk_object, [choice])
+        if self.include_usage:
+            out["usage"] = None  # OpenAI sends the key on every chunk once usage is asked for
+        return out
+
+    def usage_only(self, usage: Usage) -> dict[str, Any]:
+        return self.envelope(self.chunk_object, []) | {"usage": usage.model_dump()}
+
+
+class GenerationServing:
+    """One generation request's path through the appliance: admit, plan, run."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        sessions: SessionRegistry,
+        quotas: QuotaBook,
+        max_tokens_cap: int,
+        max_stop_sequences: int,
+        deadline_s: float,
+    ) -> None:
+        self.engine = engine
+        self.sessions = sessions
+        self.quotas = quotas
+        self.max_tokens_cap = max_tokens_cap
+        self.max_stop_sequences = max_stop_sequences
+        self.deadline_s = deadline_s
+
+    @property
+    def model(self) -> LlamaModel:
+        return self.engine.model
+
+    def check_model(self, name: str) -> None:
+        if name != self.model.pinned.name:
+            raise ModelNotFound("the requested model does not exist", param="model")
+
+    def admit(self, request: Request, principal: Principal) -> Session:
+        """The request's session, taken before any work is done so that a full appliance
+        answers 429 at once: the one named by the header, or a new ephemeral one. The
+        request counts against the client's quota from here."""
+        session_id = request.headers.get(SESSION_HEADER)
+        self.quotas.admit(principal.client_id)
+        try:
+            if session_id is None:
+                return self.sessions.open(principal, ephemeral=True)
+            return self.sessions.get(session_id, principal)
+        except APIError:
+            self.quotas.refund(principal.client_id)
+            raise
+
+    async def discard(self, session: Session) -> None:
+        """Give back an ephemeral session taken by `admit` for a request that never ran."""
+        if session.ephemeral:
+            await self.sessions.close(session)
+
+    def plan(
+        self,
+        body: GenerationFields,
+        prompt: list[int],
+        *,
+        requested_max: int | None,
+        grammar: Grammar | None,
+    ) -> GenerationRequest:
+        n_ctx = self.model.n_ctx_per_seq
+        if not prompt:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if len(prompt) >= n_ctx:
+            raise ContextLengthExceeded(
+                f"the prompt is {len(prompt)} tokens; a session's context holds {n_ctx}",
+                param="messages",
+            )
+        cap = self.max_tokens_cap
+        if requested_max is not None and requested_max > cap:
+            raise InvalidRequest(f"max_tokens may be at most {cap}", param="max_tokens")
+        room = n_ctx - len(prompt)
+        if requested_max is not None and requested_max > room:
+            raise ContextLengthExceeded(
+                f"the prompt ({len(prompt)} tokens) plus max_tokens exceed the context of {n_ctx}",
+                param="max_tokens",
+            )
+        stops = body.stop_list()
+        if len(stops) > self.max_stop_sequences:
+            raise InvalidRequest(
+                f"at most {self.max_stop_sequences} stop sequences are allowed", param="stop"
+            )
+        bias = {int(token): value for token, value in (body.logit_bias or {}).items()}
+        if any(token >= self.model.n_vocab for token in bias):
+            raise InvalidRequest(
+                "a logit_bias token id is outside the vocabulary", param="logit_bias"
+            )
+        sampling = SamplingParams(
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            top_k=body.top_k or 0,
+            min_p=body.min_p or 0.0,
+            repetition_penalty=body.repetition_penalty or 1.0,
+            presence_penalty=body.presence_penalty or 0.0,
+            frequency_penalty=body.frequency_penalty or 0.0,
+            seed=body.seed,
+            logit_bias=bias,
+            grammar=grammar,
+        )
+        return GenerationRequest(
+            prompt=prompt,
+            max_tokens=min(cap, room) if requested_max is None else requested_max,
+            sampling=sampling,
+            stop=stops,
+            deadline=time.monotonic() + self.deadline_s,
+        )
+
+    async def run(
+        self,
+        request: Request,
+        session: Session,
+        job: GenerationRequest,
+        *,
+        stream: bool,
+        shape: Shape,
+    ) -> Response:
+        stack = AsyncExitStack()
+        generation: Generation | None = None
+        try:
+            await stack.enter_async_context(self.sessions.use(session, deadline=job.deadline))
+            generation = self.engine.submit(session.seq, job)
+            session.running = generation
+            first = await _next(generation, job.deadline)
+            if isinstance(first, Failed):
+                raise from_inference(first.error)
+        except BaseException:
+            if generation is not None:
+                generation.cancel()
+            await stack.aclose()
+            raise
+        # The session id lets the client fetch the session's receipt, ephemeral ones included.
+        headers = {SESSION_HEADER: session.id}
+        if not stream:
+            watcher = asyncio.create_task(_cancel_on_disconnect(request, generation))
+            try:
+                body = await self._collect(session, generation, job, shape)
+            finally:
+                watcher.cancel()
+                generation.cancel()
+                await stack.aclose()  # issues an ephemeral session's receipt, or raises
+            return JSONResponse(body, headers=headers)
+        return _ClosingStream(
+            self._stream(session, generation, job, shape, stack),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", **headers},
+        )
+
+    def _account(self, session: Session, finished: Finished) -> None:
+        session.requests += 1
+        session.prompt_tokens += finished.prompt_tokens
+        session.completion_tokens += finished.completion_tokens
+        self.quotas.charge(session.client_id, finished.prompt_tokens + finished.completion_tokens)
+
+    async def _collect(
+        self,
+        session: Session,
+        generation: Generation,
+        job: GenerationRequest,
+        shape: Shape,
+    ) -> dict[str, Any]:
+        parts: list[str] = []
+        while True:
+            event = await _next(generation, job.deadline)
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                self._account(session, event)
+                return shape.complete("".join(parts), event.reason, _usage(event))
+            elif isinstance(event, Failed):
+                raise from_inference(event.error)
+
+    async def _stream(
+        self,
+        session: Session,
+        generation: Generation,
+        job: GenerationRequest,
+        shape: Shape,
+        stack: AsyncExitStack,
+    ) -> AsyncIterator[bytes]:
+        failure: APIError | None = None
+        try:
+            first = shape.first()
+            if first is not None:
+                yield _sse(first)
+            while True:
+                event = await _next(generation, job.deadline)
+                if isinstance(event, TextDelta):
+                    yield _sse(shape.delta(event.text))
+                elif isinstance(event, Finished):
+                    self._account(session, event)
+                    yield _sse(shape.last(event.reason))
+                    if shape.include_usage:
+                        yield _sse(shape.usage_only(_usage(event)))
+                    break
+                elif isinstance(event, Failed):
+                    raise from_inference(event.error)
+        except APIError as exc:
+            failure = exc
+        finally:
+            generation.cancel()
+            try:
+                await stack.aclose()  # issues an ephemeral session's receipt
+            except APIError as exc:  # the receipt could not be written: the stream fails
+                failure = failure or exc
+        if failure is not None:
+            yield _sse(envelope(failure))
+        yield _sse("[DONE]")
+
+
+async def get_generation(
+    settings: SettingsDep, engine: EngineDep, sessions: SessionsDep, quotas: QuotasDep
+) -> GenerationServing:
+    return GenerationServing(
+        engine=engine,
+        sessions=sessions,
+        quotas=quotas,
+        max_tokens_cap=settings.max_tokens_cap,
+        max_stop_sequences=settings.max_stop_sequences,
+        deadline_s=settings.request_deadline_s,
+    )
+
+
+GenerationDep = Annotated[GenerationServing, Depends(get_generation)]
+
+
+async def _next(generation: Generation, deadline: float) -> Event:
+    timeout = max(0.01, deadline - time.monotonic() + _DEADLINE_GRACE_S)
+    try:
+        return await asyncio.wait_for(generation.next_event(), timeout)
+    except TimeoutError:
+        generation.cancel()
+        raise RequestTimeout("the request ran past its deadline") from None
+
+
+def _usage(finished: Finished) -> Usage:
+    return Usage(
+        prompt_tokens=finished.prompt_tokens,
+        completion_tokens=finished.completion_tokens,
+        total_tokens=finished.prompt_tokens + finished.completion_tokens,
+    )
+
+
+def _sse(obj: dict[str, Any] | str) -> bytes:
+    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+async def _cancel_on_disconnect(request: Request, generation: Generation) -> None:
+    """A non-streaming client that hangs up frees its slot: poll for the disconnect."""
+    while not generation.done:
+        if await request.is_disconnected():
+            generation.cancel()
+            return
+        await asyncio.sleep(0.05)
+
+
+class _ClosingStream(StreamingResponse):
+    """Closes its body generator when the response ends. When a client hangs up, Starlette
+    abandons the generator at a `yield`; closing it here runs its cleanup now (cancel the
+    generation, release the session and its KV sequence) instead of whenever GC runs."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            body = self.body_iterator
+            if isinstance(body, AsyncGenerator):
+                await body.aclose()

@@ -1,0 +1,1 @@
+"""GET /v1/models: router, wire models and serving."""

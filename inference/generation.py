@@ -1,0 +1,91 @@
+"""What a consumer of the engine sees: a leased sequence, a request, and the events of its
+generation, delivered on the asyncio loop that submitted it.
+
+A generation's events are `Started` once the prompt is in the KV cache, then `TextDelta`s,
+then exactly one `Finished` or `Failed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from inference.errors import InferenceError
+from inference.sampling import SamplingParams
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SequenceHandle:
+    id: int
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: Sequence[int]
+    max_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: Sequence[str] = ()
+    deadline: float = float("inf")  # time.monotonic() value
+
+
+@dataclass(frozen=True)
+class Started:
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: InferenceError
+
+
+Event = Started | TextDelta | Finished | Failed
+
+
+class Generation:
+    """The consumer's side of one request: events arrive on the asyncio loop that made it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._cancelled = threading.Event()
+        self.done = False
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def emit(self, event: Event) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._events.put_nowait, event)
+        except RuntimeError:
+            self._cancelled.set()  # the consumer's loop is gone
+
+    async def next_event(self) -> Event:
+        event = await self._events.get()
+        if isinstance(event, Finished | Failed):
+            self.done = True
+        return event
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while not self.done:
+            yield await self.next_event()

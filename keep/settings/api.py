@@ -1,0 +1,69 @@
+"""The API's settings: its listener, sessions, per-request limits and static keys."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+
+from keep.settings.shared import (
+    SHA256,
+    ListenSocket,
+    MaxBodyBytes,
+    RequestDeadline,
+    View,
+)
+
+
+class ApiSettings(View):
+    host: str = Field("127.0.0.1", min_length=1, description="Address the API listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port the API listens on.")
+    listen_socket: ListenSocket
+
+    max_sessions: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Live sessions at once, ephemeral ones included. Each owns one KV "
+        "sequence; past this a request gets 429.",
+    )
+    session_idle_ttl_s: float = Field(
+        600.0, gt=0, le=86400, description="A session idle this long is torn down."
+    )
+
+    max_body_bytes: MaxBodyBytes
+    max_tokens_cap: int = Field(
+        1024,
+        ge=1,
+        le=262144,
+        description="Largest `max_tokens` a request may ask for; more gets 400.",
+    )
+    max_stop_sequences: int = Field(
+        4, ge=0, le=64, description="Most stop strings one request may give."
+    )
+    request_deadline_s: RequestDeadline
+    max_embedding_inputs: int = Field(
+        256, ge=1, le=100_000, description="Inputs one /v1/embeddings request may carry."
+    )
+
+    api_key_hashes: tuple[str, ...] = Field(
+        (),
+        description="sha256 hex digests of the accepted API keys. Keys are never stored.",
+    )
+    dev_api_key: SecretStr | None = Field(
+        None,
+        description="A development API key, accepted alongside `api_key_hashes`.",
+    )
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _hashes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for digest in value:
+            if not SHA256.match(digest):
+                raise ValueError("each entry must be 64 lower-case hex digits")
+        return value
+
+    @field_validator("dev_api_key")
+    @classmethod
+    def _dev_key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value

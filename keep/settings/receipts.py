@@ -1,0 +1,31 @@
+"""The receipt journal's settings and the admin socket control reaches the appliance through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from keep.settings.shared import AdminSocket, StateDir, View
+
+
+class ReceiptSettings(View):
+    state_dir: StateDir
+    receipt_key_file: Path | None = Field(
+        None,
+        description="The Ed25519 receipt signing key (PEM); unset means "
+        "`<state_dir>/receipt-signing.key`, created with mode 0600 on first start.",
+    )
+    admin_socket: AdminSocket
+    admin_socket_group_access: bool = Field(
+        False,
+        description="Make the admin socket 0660, for a control running as another user in "
+        "the group of the socket's directory (set-group-ID, so the socket inherits it).",
+    )
+    admin_max_entries: int = Field(
+        1000, ge=1, le=100_000, description="Most receipts one admin pull returns."
+    )
+
+    @property
+    def receipt_key_path(self) -> Path:
+        return self.receipt_key_file or self.state_dir / "receipt-signing.key"
