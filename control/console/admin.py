@@ -97,9 +97,12 @@ class ClientAdmin(admin.ModelAdmin):
         ]
 
     def export_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        client = get_object_or_404(Client, pk=pk)
-        if not self.has_view_permission(request, client):
+        # The export is the client's receipts: the right to view both.
+        if not (
+            self.has_view_permission(request) and request.user.has_perm("console.view_receipt")
+        ):
             return HttpResponse(status=403)
+        client = get_object_or_404(Client, pk=pk)
         form = ExportForm(request.GET or None)
         if not form.is_valid():
             context = {
@@ -219,25 +222,34 @@ class PeerAdmin(admin.ModelAdmin):
         )
         _become(obj, created)
 
+    def has_issue_bundle_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("console.issue_bundle"))
+
     def _one(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Peer | None:
         if queryset.count() != 1 or not queryset[0].active:
             self.message_user(request, "Select exactly one active peer.", messages.ERROR)
             return None
         return queryset[0]
 
-    @admin.action(description="Download client bundle (issues a new API key and preshared key)")
+    @admin.action(
+        description="Download client bundle (issues a new API key and preshared key)",
+        permissions=["issue_bundle"],
+    )
     def download_bundle(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
         peer = self._one(request, queryset)
         return None if peer is None else _zip(peer, services.bundle_issue(peer=peer))
 
-    @admin.action(description="Rotate API key: revoke its keys, download a new bundle")
+    @admin.action(
+        description="Rotate API key: revoke its keys, download a new bundle",
+        permissions=["issue_bundle"],
+    )
     def rotate_key(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
         peer = self._one(request, queryset)
         if peer is None:
             return None
         return _zip(peer, services.api_key_rotate(peer=peer))
 
-    @admin.action(description="Revoke selected peers and their keys")
+    @admin.action(description="Revoke selected peers and their keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[Peer]) -> None:
         now = timezone.now()
         for peer in queryset.filter(revoked_at__isnull=True):
@@ -256,7 +268,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # keys are issued in a client bundle, where they are shown once
 
-    @admin.action(description="Revoke selected keys")
+    @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         services.api_key_revoke(keys=queryset)
         self.message_user(request, "Revoked; the appliance policy was pushed.")
@@ -313,7 +325,12 @@ class ReceiptAdmin(ReadOnly):
     date_hierarchy = "ended_at"
     actions = ("pull_now",)
 
-    @admin.action(description="Pull new receipts from the appliance now")
+    def has_pull_receipts_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("console.pull_receipts"))
+
+    @admin.action(
+        description="Pull new receipts from the appliance now", permissions=["pull_receipts"]
+    )
     def pull_now(self, request: HttpRequest, queryset: QuerySet[Receipt]) -> None:
         try:
             added = services.receipt_ingest()
@@ -328,11 +345,12 @@ class AlertAdmin(ReadOnly):
     list_display = ("created", "kind", "detail", "acknowledged")
     list_filter = ("kind", "acknowledged")
     actions = ("acknowledge",)
+    readonly_fields = ("kind", "detail", "created", "acknowledged")  # acknowledged by action
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(request.user.is_staff)
+        return bool(request.user.has_perm("console.change_alert"))
 
-    @admin.action(description="Acknowledge")
+    @admin.action(description="Acknowledge", permissions=["change"])
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         services.alert_acknowledge(alerts=queryset)
 
@@ -343,7 +361,10 @@ class PolicyPushAdmin(ReadOnly):
     list_filter = ("ok",)
     actions = ("push_now",)
 
-    @admin.action(description="Push the policy now")
+    def has_push_policy_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("console.push_policy"))
+
+    @admin.action(description="Push the policy now", permissions=["push_policy"])
     def push_now(self, request: HttpRequest, queryset: QuerySet[PolicyPush]) -> None:
         result = services.policy_push()
         level = messages.SUCCESS if result.ok else messages.ERROR

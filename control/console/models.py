@@ -52,6 +52,9 @@ class Peer(models.Model):
     objects = PeerQuerySet.as_manager()
 
     class Meta:
+        # Issuing a bundle (or rotating its API key) makes new keys and breaks the tunnel of
+        # the client's current bundle: a right of its own, apart from editing a peer.
+        permissions = [("issue_bundle", "Can issue a client bundle (new API and preshared keys)")]
         constraints = [
             models.UniqueConstraint(
                 fields=["address"], condition=Q(revoked_at__isnull=True), name="active_address"
@@ -140,6 +143,7 @@ class Receipt(models.Model):
 
     class Meta:
         ordering = ["-seq"]
+        permissions = [("pull_receipts", "Can pull receipts from the appliance now")]
 
     def __str__(self) -> str:
         return f"receipt {self.seq}"
@@ -198,6 +202,7 @@ class PolicyPush(models.Model):
 
     class Meta:
         ordering = ["-pushed_at"]
+        permissions = [("push_policy", "Can push the policy to the appliance now")]
 
     def __str__(self) -> str:
         return f"policy {self.version}: {'applied' if self.ok else 'failed'}"
