@@ -16,6 +16,7 @@ from django.urls import path
 from django.utils import timezone
 
 from control.console import selectors, services
+from control.console.client_address import client_address
 from control.console.models import (
     Alert,
     ApiKey,
@@ -43,14 +44,21 @@ class KeepAdminSite(admin.AdminSite):
         return context
 
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        # Failures lock the address they came from: one user name from it, or every name
+        # once it has failed too many. Nobody can lock a user name out for everyone.
         if request.method == "POST":
             since = timezone.now() - timedelta(seconds=settings.KEEP.control_login_window_s)
-            failures = selectors.login_failure_count(
-                username=request.POST.get("username", ""), since=since
+            address = client_address(request)
+            pair = selectors.login_failure_count(
+                username=request.POST.get("username", ""), address=address, since=since
             )
-            if failures >= settings.KEEP.control_login_attempts:
+            anyone = selectors.login_failure_address_count(address=address, since=since)
+            if (
+                pair >= settings.KEEP.control_login_attempts
+                or anyone >= settings.KEEP.control_login_address_attempts
+            ):
                 return HttpResponse(
-                    "Too many failed logins for this user; try again later.", status=429
+                    "Too many failed logins from this address; try again later.", status=429
                 )
         return super().login(request, extra_context)
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from control.console.appliance_link import ApplianceLink, ApplianceUnreachable
@@ -159,5 +160,16 @@ def alert_open_count() -> int:
     return Alert.objects.filter(acknowledged=False).count()
 
 
-def login_failure_count(*, username: str, since: datetime) -> int:
-    return LoginFailure.objects.filter(username=username[:150], at__gte=since).count()
+def login_failure_count(*, username: str, address: str | None, since: datetime) -> int:
+    """Failed logins for `username` from `address` (None: from no known address)."""
+    return _failures(address, since).filter(username=username[:150]).count()
+
+
+def login_failure_address_count(*, address: str | None, since: datetime) -> int:
+    """Failed logins from `address`, whatever the user name."""
+    return _failures(address, since).count()
+
+
+def _failures(address: str | None, since: datetime) -> QuerySet[LoginFailure]:
+    rows = LoginFailure.objects.filter(at__gte=since)
+    return rows.filter(address__isnull=True) if address is None else rows.filter(address=address)

@@ -11,6 +11,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from control.console import services
+from control.console.client_address import client_address
 from control.console.models import ApiKey, ModelPin, Peer, Quota
 
 POLICY_SOURCES = (Peer, ApiKey, Quota, ModelPin)
@@ -27,5 +28,5 @@ for model in POLICY_SOURCES:
 
 @receiver(user_login_failed, dispatch_uid="keep-login-failed")
 def _login_failed(credentials: dict[str, Any], request: Any = None, **_: Any) -> None:
-    address = request.META.get("REMOTE_ADDR") if request is not None else None
+    address = client_address(request) if request is not None else None
     services.login_failure_record(username=str(credentials.get("username", "")), address=address)

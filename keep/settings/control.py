@@ -27,7 +27,18 @@ class ControlSettings(PerimeterSettings):
         "created with mode 0600 on first start.",
     )
     control_login_attempts: int = Field(
-        5, ge=1, le=1000, description="Failed console logins allowed per user and address."
+        5,
+        ge=1,
+        le=1000,
+        description="Failed console logins for one user name from one address before that "
+        "address gets 429 for that name.",
+    )
+    control_login_address_attempts: int = Field(
+        20,
+        ge=1,
+        le=100_000,
+        description="Failed console logins from one address, across user names, before that "
+        "address gets 429 for every name.",
     )
     control_login_window_s: int = Field(
         900, ge=1, le=86400, description="Window over which failed logins are counted."
