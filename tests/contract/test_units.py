@@ -105,3 +105,28 @@ def test_the_score_would_catch_a_weakened_unit(tmp_path: Path) -> None:
     weak = tmp_path / "keep-appliance.service"
     weak.write_text(bare + "\n")
     assert exposure(weak) > THRESHOLDS["keep-appliance.service"]
+
+
+def directives(unit: Path) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in unit.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_only_nginx_and_control_can_reach_the_console_socket() -> None:
+    """The console's socket directory is 2750 keep-control:www-data (tmpfiles), and control's
+    unit serves it with `keep_serve` (socket 0660) instead of letting systemd make the
+    directory its own group's."""
+    tmpfiles = (UNITS / "tmpfiles.d" / "keep.conf").read_text().splitlines()
+    lines = [line.split() for line in tmpfiles if line and not line.startswith("#")]
+    assert ["d", "/run/keep-control", "2750", "keep-control", "www-data", "-"] in lines
+    control = directives(UNITS / "keep-control.service")
+    assert control["ExecStart"] == ["/opt/keep/.venv/bin/keep control keep_serve"]
+    assert "RuntimeDirectory" not in control
+    assert "RuntimeDirectoryMode" not in control
+    assert "/run/keep-control" in " ".join(control["ReadWritePaths"]).split()
+    env = (ROOT / "ansible/roles/appliance/templates/control.env.j2").read_text()
+    assert "KEEP_CONTROL_SOCKET='/run/keep-control/control.sock'" in env
