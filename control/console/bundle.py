@@ -12,7 +12,7 @@ from django.conf import settings
 
 from control.console.models import Peer
 from provisioning import ipam, perimeter
-from provisioning.ca import ensure_ca
+from provisioning.ca import appliance_names, ensure_ca
 from provisioning.wgconfig import ClientConfig, qr_png
 
 README = """Keep client bundle for {peer}
@@ -53,7 +53,9 @@ def render(*, peer: Peer, private_key: str | None, api_key: str, verifier_key: s
         archive.writestr(f"{name}.conf", config)
         archive.writestr(f"{name}.png", qr_png(config))
         archive.writestr("api-key.txt", api_key + "\n")
-        archive.writestr("ca.crt", ensure_ca(perimeter.ca_dir(settings.KEEP)))
+        archive.writestr(
+            "ca.crt", ensure_ca(perimeter.ca_dir(settings.KEEP), appliance_names(settings.KEEP))
+        )
         archive.writestr("receipt-key.txt", (verifier_key or "unknown yet") + "\n")
         archive.writestr("README.txt", README.format(peer=peer, name=name, key_note=key_note))
     return out.getvalue()
