@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509.oid import NameOID
 
-from durable import create_secret
+from durable import create_secret, replace
 from keep.settings import PerimeterSettings
 from provisioning import ipam
 
@@ -126,7 +126,7 @@ def ensure_ca(
         directory / CA_KEY, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     )
     pem = cert.public_bytes(Encoding.PEM)
-    cert_path.write_bytes(pem)
+    replace(cert_path, pem, mode=0o644)  # control reads it for bundles, whatever the umask
     return pem
 
 
