@@ -1,9 +1,19 @@
-"""`keep serve` and `keep models`: the appliance process, from its settings to uvicorn."""
+"""`keep serve` and `keep models`: the appliance process, from its settings to uvicorn.
+
+Invariant: while `keep serve` runs, file descriptors 1 and 2 are /dev/null. C code in the
+process (llama.cpp's grammar parser, GGML_ABORT's backtrace) writes to them directly, past
+llama_log_set, and what it writes can quote a request: a grammar parse error prints the whole
+grammar, with a schema's property names and enum values. Keep's own content-free output (its
+logging, Python's diagnostics, the banner) goes to duplicates of the original descriptors, so
+the journal still gets it.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from typing import TextIO
 
 from pydantic import SecretStr
 
@@ -14,6 +24,22 @@ from keep.settings import ApplianceSettings
 def _fail(message: str) -> int:
     print(f"keep: {message}", file=sys.stderr)
     return 2
+
+
+def _isolate_output() -> None:
+    """Point fds 1 and 2 at /dev/null; give sys.stdout and sys.stderr private duplicates of
+    the originals."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out: TextIO = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
+    err: TextIO = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+    finally:
+        os.close(null)
+    sys.stdout, sys.stderr = out, err
 
 
 def _configure_logging(settings: ApplianceSettings) -> None:
@@ -59,6 +85,7 @@ def serve(settings: ApplianceSettings, *, dev_key: bool = False) -> int:
             "KEEP_API_KEY_HASHES: no API key is configured "
             "(set it, set KEEP_DEV_API_KEY, or pass --dev-key)"
         )
+    _isolate_output()
     _configure_logging(settings)
 
     import uvicorn
