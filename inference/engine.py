@@ -346,7 +346,10 @@ class Engine:
                 self.stats.requests += 1
                 self.stats.prompt_tokens += slot.n_prompt
                 slot.gen.emit(Started(prompt_tokens=slot.n_prompt))
-            self._sample(slot)
+            try:
+                self._sample(slot)
+            except InferenceError as exc:  # this request's own dead end (its grammar's)
+                self._finish(slot, Failed(exc))
 
     def _sample(self, slot: _Slot) -> None:
         model = self.model

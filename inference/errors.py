@@ -7,6 +7,7 @@
     │   └── ModelLoadError         llama.cpp could not load it
     ├── RequestError               the request cannot run as asked
     │   ├── GrammarError           a response format could not be compiled
+    │   │   └── GrammarDeadEnd     its grammar allows no next token while sampling
     │   ├── ContextOverflow        prompt plus completion exceed the sequence
     │   └── InvalidTokenId         a logit_bias token is outside the vocabulary
     ├── NoFreeSequence             every KV sequence is owned by a session
@@ -43,6 +44,10 @@ class RequestError(InferenceError):
 
 
 class GrammarError(RequestError):
+    pass
+
+
+class GrammarDeadEnd(GrammarError):
     pass
 
 

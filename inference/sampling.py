@@ -2,18 +2,30 @@
 
 The chain runs in C: logit bias, penalties, grammar, then greedy (temperature 0) or
 top-k, top-p, min-p, temperature and a seeded draw.
+
+Sampling is llama_sampler_sample taken apart: apply the chain, look at the token it chose,
+and only then accept it. A grammar that allows no next token leaves every candidate at -inf;
+llama_sampler_sample would accept the chosen one anyway, and llama.cpp's grammar then aborts
+the whole process (GGML_ABORT on an end-of-generation token, or an uncaught C++ exception on
+any other). Here that ends the one request with GrammarDeadEnd.
 """
 
 from __future__ import annotations
 
+import ctypes
+import math
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
-from inference.errors import GrammarError, InvalidTokenId
+from inference.errors import GrammarDeadEnd, GrammarError, InvalidTokenId
+
+# llama_token_data, as numpy lays it out: one candidate per vocabulary entry.
+_CANDIDATE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,9 @@ class SamplerChain:
         self._ptr: Any = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params()
         )
+        self._n_vocab = n_vocab
+        self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._candidates = np.zeros(n_vocab, dtype=_CANDIDATE)
         try:
             self._build(vocab, n_vocab, params)
         except BaseException:
@@ -95,7 +110,26 @@ class SamplerChain:
         self._add(llama_cpp.llama_sampler_init_dist(seed))
 
     def sample(self, ctx: Any, index: int) -> int:
-        return int(llama_cpp.llama_sampler_sample(self._ptr, ctx, index))
+        logits = llama_cpp.llama_get_logits_ith(ctx, index)
+        candidates = self._candidates
+        candidates["id"] = self._ids
+        candidates["logit"] = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
+        candidates["p"] = 0.0
+        array = llama_cpp.llama_token_data_array(
+            data=candidates.ctypes.data_as(llama_cpp.llama_token_data_p),
+            size=self._n_vocab,
+            selected=-1,
+            sorted=False,
+        )
+        llama_cpp.llama_sampler_apply(self._ptr, ctypes.byref(array))
+        if not 0 <= array.selected < array.size:
+            raise GrammarDeadEnd("the response format's grammar allows no next token")
+        chosen = array.data[array.selected]
+        if not math.isfinite(chosen.logit):  # every candidate was ruled out
+            raise GrammarDeadEnd("the response format's grammar allows no next token")
+        token = int(chosen.id)
+        llama_cpp.llama_sampler_accept(self._ptr, token)
+        return token
 
     def close(self) -> None:
         if self._ptr:

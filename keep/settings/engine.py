@@ -94,6 +94,32 @@ class EngineSettings(View):
         "on the host.",
     )
 
+    schema_max_bytes: int = Field(
+        65536,
+        ge=256,
+        le=1 << 24,
+        description="Largest JSON schema (bytes of its JSON) a `response_format` may carry; "
+        "larger gets 400.",
+    )
+    schema_max_depth: int = Field(
+        32, ge=2, le=512, description="Deepest nesting a `response_format` schema may have."
+    )
+    schema_max_repetition: int = Field(
+        512,
+        ge=1,
+        le=1_000_000,
+        description="Largest repetition count (minLength, maxLength, minItems, maxItems, "
+        "minProperties, maxProperties, a pattern's {n,m}) a schema may ask for; the grammar "
+        "spells each repetition out.",
+    )
+    grammar_max_bytes: int = Field(
+        1 << 20,
+        ge=4096,
+        le=1 << 30,
+        description="Largest grammar text a `response_format` may compile to, estimated "
+        "before it is built and measured after.",
+    )
+
     @field_validator("models")
     @classmethod
     def _unique_names(cls, value: tuple[ModelPin, ...]) -> tuple[ModelPin, ...]:

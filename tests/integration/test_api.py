@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import jsonschema
+import psutil
 import pytest
 from fastapi.testclient import TestClient
 from llama_cpp import Llama
@@ -279,3 +280,48 @@ def test_deleting_a_session_mid_stream_cancels_and_frees_it(
         rest = [line for line in lines if line]
     assert rest[-1] == "data: [DONE]"
     assert engine.live_sequences().result() == 0
+
+
+@pytest.mark.parametrize(
+    ("schema", "limit"),
+    [
+        ({"type": "string", "minLength": 8_000_000_000}, "repetition count"),
+        ({"type": "array", "items": {"type": "string"}, "maxItems": 10**12}, "repetition count"),
+        ({"type": "string", "pattern": "^a{100000000}$"}, "repetition count"),
+        ({"type": "string", "enum": ["v" * 100] * 1000}, "at most 65536 bytes"),
+    ],
+    ids=["minLength", "maxItems", "pattern", "size"],
+)
+def test_a_hostile_schema_gets_400_at_once(
+    client: TestClient, schema: dict[str, Any], limit: str
+) -> None:
+    rss = psutil.Process().memory_info().rss
+    started = time.monotonic()
+    body = chat_body(
+        max_tokens=8,
+        response_format={"type": "json_schema", "json_schema": {"name": "out", "schema": schema}},
+    )
+    response = client.post("/v1/chat/completions", json=body)
+    assert time.monotonic() - started < 1.0
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "response_format"
+    assert limit in error["message"]
+    assert psutil.Process().memory_info().rss - rss < 100 << 20
+
+
+def test_schema_limits_follow_their_settings(make_client: AppFactory) -> None:
+    client = make_client(schema_max_repetition=8, schema_max_depth=3)
+    schema = {"type": "string", "maxLength": 9}
+    body = chat_body(
+        max_tokens=8,
+        response_format={"type": "json_schema", "json_schema": {"name": "out", "schema": schema}},
+    )
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert "at most 8" in response.json()["error"]["message"]
+    schema = {"type": "array", "items": {"type": "array", "items": {"type": "string"}}}
+    body["response_format"]["json_schema"]["schema"] = schema
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert "3 levels" in response.json()["error"]["message"]

@@ -16,8 +16,8 @@ from inference.engine import (
     Started,
     TextDelta,
 )
-from inference.errors import Cancelled, DeadlineExceeded, NoFreeSequence
-from inference.sampling import SamplingParams
+from inference.errors import Cancelled, DeadlineExceeded, GrammarDeadEnd, NoFreeSequence
+from inference.sampling import Grammar, SamplingParams
 from inference.template import ChatMessage
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -188,3 +188,28 @@ def test_a_release_happens_even_if_nobody_waits_for_it(engine: Engine) -> None:
     asyncio.run(scenario())
     assert engine.free_sequences == engine.model.n_seq_max
     assert live(engine) == 0
+
+
+def test_a_grammar_that_dead_ends_fails_only_its_own_request(engine: Engine) -> None:
+    """llama.cpp would accept a token its grammar ruled out and abort the process."""
+    dead_end = Grammar('root ::= "a" [^\\x00-\\U0010FFFF]')
+
+    async def main() -> None:
+        seq = engine.acquire_sequence()
+        try:
+            prompt = prompt_for(engine, "Say a.")
+            sampling = SamplingParams(temperature=0.0, grammar=dead_end)
+            gen = engine.submit(seq, GenerationRequest(prompt, 8, sampling))
+            _, final = await drain(gen)
+            assert isinstance(final, Failed)
+            assert isinstance(final.error, GrammarDeadEnd)
+            sampling = SamplingParams(temperature=0.7, seed=1, grammar=dead_end)
+            _, final = await drain(engine.submit(seq, GenerationRequest(prompt, 8, sampling)))
+            assert isinstance(final, Failed)
+            assert isinstance(final.error, GrammarDeadEnd)
+        finally:
+            await asyncio.wrap_future(engine.release_sequence(seq))
+        assert engine.alive
+        assert await generate(engine, "What is the capital of France?", 4)
+
+    asyncio.run(main())

@@ -11,6 +11,7 @@ from appliance.openai.chat.protocol import ChatCompletionRequest
 from appliance.openai.chat.serving import ChatServing
 from appliance.openai.generation import GenerationDep
 from appliance.state import Caller, EmbedderDep, SettingsDep
+from inference.grammar import SchemaLimits
 
 router = APIRouter()
 
@@ -23,6 +24,12 @@ async def get_chat(
         embedder=embedder,
         rag_top_k=settings.rag_top_k,
         rag_min_score=settings.rag_min_score,
+        schema_limits=SchemaLimits(
+            max_schema_bytes=settings.schema_max_bytes,
+            max_depth=settings.schema_max_depth,
+            max_repetition=settings.schema_max_repetition,
+            max_grammar_bytes=settings.grammar_max_bytes,
+        ),
     )
 
 

@@ -4,14 +4,17 @@ when it has documents; response_format to a grammar; events to OpenAI's chat obj
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-from typing import Any
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response
 
 from appliance.auth import Principal
-from appliance.errors import InvalidRequest
+from appliance.errors import InvalidRequest, RequestTimeout
 from appliance.openai.chat import prompt as prompts
 from appliance.openai.chat.protocol import (
     ChatCompletionRequest,
@@ -21,9 +24,12 @@ from appliance.openai.chat.protocol import (
 from appliance.openai.generation import GenerationServing, ShapeBase
 from appliance.openai.protocol import Usage
 from inference import grammar as grammars
+from inference.grammar import SchemaLimits
 from inference.sampling import Grammar
 from inference.template import ChatMessage, Role
 from rag.embedder import Embedder
+
+T = TypeVar("T")
 
 _ROLES: dict[str, Role] = {
     "system": "system",
@@ -67,13 +73,16 @@ class ChatShape(ShapeBase):
         return self._keep(out)
 
 
-def grammar_for(body: ChatCompletionRequest) -> Grammar | None:
+def schema_of(body: ChatCompletionRequest) -> str | None:
     fmt = body.response_format
-    if isinstance(fmt, JsonObjectFormat):
+    return json.dumps(fmt.json_schema.schema_) if isinstance(fmt, JsonSchemaFormat) else None
+
+
+def grammar_for(body: ChatCompletionRequest, limits: SchemaLimits) -> Grammar | None:
+    if isinstance(body.response_format, JsonObjectFormat):
         return grammars.json_object()
-    if isinstance(fmt, JsonSchemaFormat):
-        return grammars.json_schema(json.dumps(fmt.json_schema.schema_))
-    return None
+    schema = schema_of(body)
+    return None if schema is None else grammars.json_schema(schema, limits)
 
 
 class ChatServing:
@@ -84,8 +93,10 @@ class ChatServing:
         embedder: Embedder,
         rag_top_k: int,
         rag_min_score: float,
+        schema_limits: SchemaLimits,
     ) -> None:
         self.generation = generation
+        self.schema_limits = schema_limits
         self.embedder = embedder
         self.rag_top_k = rag_top_k
         self.rag_min_score = rag_min_score
@@ -112,27 +123,54 @@ class ChatServing:
         def tokens_of(candidate: list[ChatMessage]) -> list[int]:
             return model.tokenize_prompt(template.render(candidate))
 
+        def count_text(text: str) -> int:
+            return len(model.tokenize(text, add_special=False, parse_special=True))
+
+        schema = schema_of(body)
+        if schema is not None:  # measured before any work is done or a grammar is built
+            grammars.check_schema(schema, self.schema_limits)
         session = generation.admit(request, principal)
+        # The deadline runs from admission: retrieval and assembly count against it.
+        deadline = time.monotonic() + generation.deadline_s
+
+        def check() -> None:
+            if time.monotonic() > deadline:
+                raise RequestTimeout("the request ran past its deadline")
+
         try:
             query = next((m.content for m in reversed(messages) if m.role == "user"), "")
-            passages = await prompts.retrieve(
-                self.embedder,
-                session,
-                body.keep,
-                query,
-                default_top_k=self.rag_top_k,
-                default_min_score=self.rag_min_score,
+            passages = await _within(
+                deadline,
+                prompts.retrieve(
+                    self.embedder,
+                    session,
+                    body.keep,
+                    query,
+                    default_top_k=self.rag_top_k,
+                    default_min_score=self.rag_min_score,
+                ),
             )
 
             def prepare() -> tuple[list[int], list[prompts.Passage], Grammar | None]:
-                prompt, used = prompts.assemble(tokens_of, messages, passages or [], budget)
-                return prompt, used, grammar_for(body)
+                prompt, used = prompts.assemble(
+                    tokens_of, count_text, messages, passages or [], budget, check=check
+                )
+                check()
+                return prompt, used, grammar_for(body, self.schema_limits)
 
-            prompt, used, grammar = await asyncio.to_thread(prepare)
+            prompt, used, grammar = await _within(deadline, asyncio.to_thread(prepare))
             job = generation.plan(body, prompt, requested_max=requested, grammar=grammar)
+            job = dataclasses.replace(job, deadline=deadline)
         except BaseException:
             await generation.discard(session)
             raise
         citations = None if passages is None else prompts.citations(used)
         shape = ChatShape(body, citations)
         return await generation.run(request, session, job, stream=body.stream, shape=shape)
+
+
+async def _within(deadline: float, work: Awaitable[T]) -> T:
+    try:
+        return await asyncio.wait_for(work, max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        raise RequestTimeout("the request ran past its deadline") from None
