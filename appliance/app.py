@@ -32,6 +32,7 @@ from inference.registry import verify
 from keep.settings import ApplianceSettings
 from rag.collection import CollectionLimits, MemoryBudget
 from rag.embedder import Embedder, EmbedderConfig
+from rag.parsing import ParseLimits
 
 log = logging.getLogger("keep.appliance")
 
@@ -71,6 +72,11 @@ def collection_limits(settings: ApplianceSettings) -> CollectionLimits:
         backend=settings.rag_backend,
         faiss_exact_max=settings.rag_faiss_exact_max,
         qdrant_url=settings.rag_qdrant_url,
+        parsing=ParseLimits(
+            max_unzipped_bytes=settings.rag_max_unzipped_bytes,
+            max_text_chars=settings.rag_max_document_chars,
+            max_pdf_pages=settings.rag_max_pdf_pages,
+        ),
     )
 
 

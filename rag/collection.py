@@ -23,6 +23,7 @@ from rag.errors import (
     TooManyDocuments,
 )
 from rag.index import FaissIndex, QdrantIndex, VectorIndex
+from rag.parsing import ParseLimits
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class CollectionLimits:
     backend: Literal["faiss", "qdrant"] = "faiss"
     faiss_exact_max: int = 50_000
     qdrant_url: str | None = None
+    parsing: ParseLimits = field(default_factory=ParseLimits)
 
 
 class MemoryBudget:
@@ -122,15 +124,26 @@ class Collection:
                 f"a document may be at most {self.limits.max_document_bytes} bytes"
             )
 
-    def prepare(self, name: str, text: str, size: int) -> PreparedDocument:
-        """Check the document's size and chunk it. Runs on the embedder's thread."""
+    def prepare(
+        self, name: str, text: str, size: int, *, also: Sequence[PreparedDocument] = ()
+    ) -> PreparedDocument:
+        """Check the document's size and chunk it, stopping as soon as its chunks (with those
+        of `also`, prepared in the same upload) would pass the session's chunk limit. Runs on
+        the embedder's thread."""
         self.check_size(size)
-        chunks = chunk_text(
-            text,
-            self.embedder.offsets,
-            size=self.limits.chunk_tokens,
-            overlap=self.limits.chunk_overlap,
-        )
+        room = self.limits.max_chunks - self.chunk_count - sum(len(p.chunks) for p in also)
+        try:
+            chunks = chunk_text(
+                text,
+                self.embedder.offsets,
+                size=self.limits.chunk_tokens,
+                overlap=self.limits.chunk_overlap,
+                max_chunks=max(0, room),
+            )
+        except TooManyChunks:
+            raise TooManyChunks(
+                f"a session may hold at most {self.limits.max_chunks} chunks"
+            ) from None
         return PreparedDocument(name=name, bytes=size, chunks=chunks)
 
     def check_room(self, prepared: Sequence[PreparedDocument]) -> None:

@@ -67,11 +67,11 @@ class DocumentServing:
             collection = self._collection_of(session)
 
             def prepare() -> list[PreparedDocument]:
-                prepared = []
+                prepared: list[PreparedDocument] = []
                 for name, content_type, data in uploads:
                     collection.check_size(len(data))  # before parsing, not after
-                    text = to_text(name, content_type, data)
-                    prepared.append(collection.prepare(name, text, len(data)))
+                    text = to_text(name, content_type, data, self.limits.parsing)
+                    prepared.append(collection.prepare(name, text, len(data), also=prepared))
                 collection.check_room(prepared)  # before the costly part: embedding
                 return prepared
 

@@ -50,6 +50,23 @@ class RagSettings(View):
     rag_max_document_bytes: int = Field(
         8 << 20, ge=1, le=1 << 30, description="Largest document accepted; larger gets 413."
     )
+    rag_max_unzipped_bytes: int = Field(
+        32 << 20,
+        ge=1024,
+        le=1 << 32,
+        description="Most bytes a DOCX's ZIP members may inflate to, declared or actual; "
+        "more gets 413 before python-docx reads it.",
+    )
+    rag_max_document_chars: int = Field(
+        8 << 20,
+        ge=1,
+        le=1 << 32,
+        description="Most characters of text one document may yield, counted as it is "
+        "extracted; more gets 413.",
+    )
+    rag_max_pdf_pages: int = Field(
+        2000, ge=1, le=1_000_000, description="Most pages a PDF may have; more gets 413."
+    )
     rag_max_upload_bytes: RagMaxUploadBytes
     rag_max_chunks_per_session: int = Field(
         8192, ge=1, le=10_000_000, description="Chunks one session may hold; more gets 400."

@@ -19,7 +19,7 @@ from rag.collection import Collection, CollectionLimits, MemoryBudget, PreparedD
 from rag.embedder import Embedder
 from rag.index import FaissIndex
 from tests.conftest import MODEL, AppFactory
-from tests.unit.rag.test_parsing import docx_bytes, minimal_pdf
+from tests.unit.rag.test_parsing import docx_bomb, docx_bytes, many_pages_pdf, minimal_pdf
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 ZORBLAX = "The Zorblax reactor in Tallinn was commissioned in 1987. It heats the old town."
@@ -332,3 +332,28 @@ def test_idle_ttl_drops_the_collection(make_client: AppFactory) -> None:
         time.sleep(0.05)
     assert budget.used == 0
     assert client.get(f"/v1/sessions/{headers['session']}/documents").status_code == 404
+
+
+def test_document_bombs_get_413_at_once_in_little_memory(make_client: AppFactory) -> None:
+    client = make_client(rag_max_chunks_per_session=50)
+    session = client.post("/v1/sessions").json()["id"]
+    url = f"/v1/sessions/{session}/documents"
+    docx_type = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    bombs = [
+        ("bomb.docx", docx_bomb(60 << 20), docx_type, 413),  # 60 MB of text in ~170 KB
+        ("pages.pdf", many_pages_pdf(5000), "application/pdf", 413),
+        ("long.txt", b"word " * 1_500_000, "text/plain", 400),  # 7.5 MB, far past 50 chunks
+    ]
+    for name, data, content_type, status in bombs:
+        gc.collect()
+        rss = psutil.Process().memory_info().rss
+        started = time.monotonic()
+        response = client.post(url, files={"file": (name, data, content_type)})
+        elapsed = time.monotonic() - started
+        grown = psutil.Process().memory_info().rss - rss
+        assert response.status_code == status, (name, response.text)
+        assert response.json()["error"]["param"] == "documents"
+        assert elapsed < 1.0, (name, elapsed)
+        assert grown < 100 << 20, (name, grown >> 20)
+    assert client.get(url).json()["data"] == []
+    client.delete(f"/v1/sessions/{session}")

@@ -1,10 +1,16 @@
+import gc
 import io
+import time
+import zipfile
+from collections.abc import Callable
 
+import psutil
 import pytest
 from docx import Document
+from pypdf import PdfWriter
 
-from rag.errors import ParseError, UnsupportedFormat
-from rag.parsing import to_text
+from rag.errors import DocumentTooLarge, ParseError, UnsupportedFormat
+from rag.parsing import ParseLimits, to_text
 
 
 def minimal_pdf(text: str, padding: int = 0) -> bytes:
@@ -79,3 +85,74 @@ def test_broken_documents_are_parse_errors(
 def test_other_formats_are_refused() -> None:
     with pytest.raises(UnsupportedFormat):
         to_text("x.png", "image/png", b"\x89PNG")
+
+
+def docx_bomb(text_bytes: int, *, run: int = 1000) -> bytes:
+    """A real DOCX whose document.xml repeats one run until it holds `text_bytes` of text:
+    a few hundred KB that inflate to tens of MB."""
+    source = zipfile.ZipFile(io.BytesIO(docx_bytes("seed")))
+    xml = source.read("word/document.xml").decode()
+    head, tail = xml.split("<w:body>", 1)
+    runs = ("<w:r><w:t>" + "a" * (run - 1) + " </w:t></w:r>") * (text_bytes // run)
+    body = f"{head}<w:body><w:p>{runs}</w:p>{tail}"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as bomb:
+        for info in source.infolist():
+            data = body.encode() if info.filename == "word/document.xml" else source.read(info)
+            bomb.writestr(info.filename, data)
+    return out.getvalue()
+
+
+def many_pages_pdf(pages: int) -> bytes:
+    writer = PdfWriter()
+    for _ in range(pages):
+        writer.add_blank_page(width=72, height=72)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def bounded(fn: Callable[[], object]) -> tuple[float, int]:
+    """Seconds and RSS growth (bytes) of `fn`, which must raise DocumentTooLarge."""
+    gc.collect()
+    rss = psutil.Process().memory_info().rss
+    started = time.monotonic()
+    with pytest.raises(DocumentTooLarge):
+        fn()
+    return time.monotonic() - started, psutil.Process().memory_info().rss - rss
+
+
+def test_a_docx_bomb_is_refused_by_its_declared_size() -> None:
+    bomb = docx_bomb(60 << 20)
+    assert len(bomb) < 1 << 20
+    seconds, grown = bounded(lambda: to_text("b.docx", None, bomb))
+    assert seconds < 1.0
+    assert grown < 100 << 20
+
+
+def test_a_docx_whose_sizes_lie_is_refused_by_what_inflates() -> None:
+    bomb = bytearray(docx_bomb(8 << 20))
+    # Rewrite every declared size (local headers and central directory) to 1 KiB.
+    archive = zipfile.ZipFile(io.BytesIO(bytes(bomb)))
+    for info in archive.infolist():
+        if info.file_size > 1024:
+            for at in range(len(bomb) - 4):
+                if bomb[at : at + 4] == info.file_size.to_bytes(4, "little"):
+                    bomb[at : at + 4] = (1024).to_bytes(4, "little")
+    with pytest.raises(ParseError):  # zipfile stops at the declared size; the CRC fails
+        to_text("b.docx", None, bytes(bomb), ParseLimits(max_unzipped_bytes=1 << 20))
+
+
+def test_text_and_pages_are_counted_as_they_are_extracted() -> None:
+    limits = ParseLimits(max_unzipped_bytes=64 << 20, max_text_chars=100_000, max_pdf_pages=50)
+    bomb, pdf = docx_bomb(1 << 20), many_pages_pdf(5000)
+    seconds, grown = bounded(lambda: to_text("b.docx", None, bomb, limits))
+    assert seconds < 1.0
+    assert grown < 100 << 20
+    seconds, grown = bounded(lambda: to_text("p.pdf", None, pdf, limits))
+    assert seconds < 1.0
+    assert grown < 100 << 20
+    with pytest.raises(DocumentTooLarge, match="100000 characters"):
+        to_text("a.txt", None, b"x" * 100_001, limits)
+    assert to_text("a.txt", None, b"x" * 100_000, limits)
+    assert to_text("p.pdf", None, many_pages_pdf(50), limits) == "\n\n".join([""] * 50)
