@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 
 from appliance import errors
 from appliance import policy as policies
+from appliance.shield import ShieldedFastAPI
 from appliance.state import ApplianceState
 
 log = logging.getLogger("keep.admin")
@@ -101,7 +102,7 @@ async def receipts(
 
 
 def create_admin_app(source: FastAPI) -> FastAPI:
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app = ShieldedFastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.keep_source = source
     errors.install(app)
     app.include_router(router)

@@ -25,6 +25,7 @@ from appliance.openai.models import router as models
 from appliance.openai.models.serving import ModelServing
 from appliance.quotas import QuotaBook
 from appliance.sessions import SessionRegistry
+from appliance.shield import ShieldedFastAPI
 from appliance.state import ApplianceState
 from inference.engine import Engine
 from inference.model import LlamaModel, ModelConfig
@@ -152,7 +153,7 @@ def create_app(
             if owned_embedder:
                 embedding.close()
 
-    app = FastAPI(
+    app = ShieldedFastAPI(
         title="Keep",
         lifespan=lifespan,
         docs_url=None,

@@ -21,7 +21,7 @@ strings written here or in inference/errors.py: they never quote a request.
 
 from __future__ import annotations
 
-import logging
+import json
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -30,12 +30,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from inference import errors as inference
 from inference.template import TemplateRenderError
 from rag import errors as rag
-
-log = logging.getLogger("keep.appliance")
 
 
 class APIError(Exception):
@@ -187,6 +186,26 @@ def error_response(exc: APIError) -> JSONResponse:
     return JSONResponse(envelope(exc), status_code=exc.status, headers=dict(exc.headers))
 
 
+async def send_error(send: Send, exc: APIError) -> None:
+    """The envelope straight onto an ASGI connection, for the layers outside FastAPI's
+    handlers. The connection closes after it: the request's body may be left unread."""
+    payload = json.dumps(envelope(exc)).encode()
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": exc.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
 def _param(loc: tuple[int | str, ...]) -> str | None:
     parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
     out = ""
@@ -196,7 +215,11 @@ def _param(loc: tuple[int | str, ...]) -> str | None:
 
 
 def _validation(exc: RequestValidationError) -> APIError:
-    errors = exc.errors()
+    return from_validation(list(exc.errors()))
+
+
+def from_validation(errors: list[Any]) -> APIError:
+    """A 400 naming the first invalid field; pydantic's messages never quote the input."""
     if not errors:
         return InvalidRequest("the request body is not valid")
     first = errors[0]
@@ -245,8 +268,7 @@ def install(app: FastAPI) -> None:
         return error_response(_http(exc))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Type only: an exception's text may quote the request.
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, _route(request))
+        # Starlette re-raises it after this answer; appliance.shield logs its type alone.
         return error_response(APIError("the request could not be completed"))
 
     app.add_exception_handler(APIError, on_api_error)
@@ -255,8 +277,3 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)
-
-
-def _route(request: Request) -> str:
-    route = request.scope.get("route")
-    return str(getattr(route, "path", "?"))

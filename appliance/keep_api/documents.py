@@ -7,6 +7,7 @@ and chunk counts, never content.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
 from appliance import multipart
-from appliance.errors import InvalidRequest, NotFound
+from appliance.errors import InvalidRequest, NotFound, from_validation
 from appliance.keep_api.protocol import DocumentDeleted, DocumentList, DocumentOut, DocumentsIn
 from appliance.sessions import Session, SessionRegistry
 from appliance.state import (
@@ -122,12 +123,17 @@ async def _uploads(request: Request) -> list[Upload]:
             raise InvalidRequest("the upload carries no file parts", param="documents")
         return [(p.filename or "document", p.content_type, bytes(p.data)) for p in files]
     try:
-        parsed = DocumentsIn.model_validate_json(body)
-    except ValidationError:
+        # json, not pydantic's own parser, so that a bad string is named by its field.
+        raw = json.loads(body)
+    except (ValueError, RecursionError):
         raise InvalidRequest(
             'expected {"documents": [{"name", "text"}]} or a multipart upload',
             param="documents",
         ) from None
+    try:
+        parsed = DocumentsIn.model_validate(raw)
+    except ValidationError as exc:
+        raise from_validation(exc.errors(include_input=False, include_url=False)) from None
     return [(d.name, "text/plain", d.text.encode("utf-8")) for d in parsed.documents]
 
 

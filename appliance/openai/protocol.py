@@ -2,21 +2,49 @@
 parameters of chat and text completions, and usage.
 
 Requests are strict: unknown fields, wrong types, NaN and out-of-range numbers are rejected
-with 400, never coerced or ignored. Parameters OpenAI defines but Keep does not implement
-are refused, not silently dropped.
+with 400, never coerced or ignored. So is text that is not Unicode: JSON can escape a lone
+surrogate (`"\\ud800"`), which no UTF-8 encoder, tokenizer or response writer accepts.
+Parameters OpenAI defines but Keep does not implement are refused, not silently dropped.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 INT64 = 2**63
 
 
+def _not_unicode(value: Any) -> bool:
+    """Whether `value` holds a string with a lone surrogate, in any list or dict inside it."""
+    if isinstance(value, str):
+        if value.isascii():
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_not_unicode(k) or _not_unicode(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_not_unicode(item) for item in value)
+    return False
+
+
 class Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _unicode_only(cls, value: Any) -> Any:
+        if _not_unicode(value):
+            raise PydanticCustomError(
+                "string_unicode", "Input should be Unicode text (it holds a lone surrogate)"
+            )
+        return value
 
 
 class StreamOptions(Wire):
