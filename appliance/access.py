@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fastapi import Request
-
 from appliance.auth import Grant, KeyRing, Principal, authenticate
 from appliance.errors import Forbidden
 from appliance.policy import Policy
 
 PEER_HEADER = "x-keep-peer"
+PRINCIPAL_SCOPE_KEY = "keep.principal"  # where the authenticating middleware leaves it
 
 
 class Access:
@@ -30,16 +29,17 @@ class Access:
         self.policy = policy
         self._peer_addresses = {p.id: p.address for p in policy.peers}
 
-    def principal(self, request: Request, *, behind_nginx: bool) -> Principal:
-        """The authenticated principal, or 401.
+    def principal(self, headers: Mapping[str, str], *, behind_nginx: bool) -> Principal:
+        """The principal a request's headers authenticate, or 401. Headers alone: the
+        caller is known before its body is read or its route is looked up.
 
         Behind NGINX (the API on a unix socket) a key is also bound to its peer: NGINX names
         the tunnel address the request came from, and a key used from another peer's address
         gets 403, which NGINX turns into silence. The header is trusted only on the unix
         socket, which NGINX alone can reach."""
-        principal = authenticate(self.keys, request)
+        principal = authenticate(self.keys, headers.get("authorization"))
         if behind_nginx and self._peer_addresses:
             bound = self._peer_addresses.get(principal.peer_id)
-            if bound is not None and request.headers.get(PEER_HEADER) != bound:
+            if bound is not None and headers.get(PEER_HEADER) != bound:
                 raise Forbidden("this key belongs to another peer")
         return principal

@@ -21,19 +21,17 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
-from appliance import errors
+from appliance import errors, health
 from appliance import policy as policies
 from appliance.shield import ShieldedFastAPI
-from appliance.state import ApplianceState
+from appliance.state import ApplianceState, app_state
 
 log = logging.getLogger("keep.admin")
 router = APIRouter(prefix="/admin")
 
 
 def _state(request: Request) -> ApplianceState:
-    state = request.app.state.keep_source.state.keep
-    assert isinstance(state, ApplianceState)
-    return state
+    return app_state(request.app.state.keep_source)
 
 
 async def apply_policy(state: ApplianceState, new: policies.Policy) -> int:
@@ -53,6 +51,18 @@ async def install_policy(state: ApplianceState, new: policies.Policy) -> int:
     ended = await state.sessions.close_where(state.access.keys.digests())
     log.info("policy %d applied: %d key(s); %d session(s) ended", new.version, len(new.keys), ended)
     return ended
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return health.ALIVE
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> dict[str, str]:
+    """The probe for the host (systemd, ansible, the lab): no key, as the API's would need."""
+    state = _state(request)
+    return health.readiness(state.engine, state.receipts)
 
 
 @router.get("/status")

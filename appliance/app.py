@@ -17,7 +17,7 @@ from appliance.admin_socket import install_policy, serve_admin
 from appliance.auth import Grant, key_digest
 from appliance.journal import ReceiptLog, load_or_create_key
 from appliance.keep_api import documents, receipts, sessions
-from appliance.middleware import AccessLog, BodyLimit
+from appliance.middleware import AccessLog, Authenticate, BodyLimit
 from appliance.openai.chat import router as chat
 from appliance.openai.completions import router as completions
 from appliance.openai.embeddings import router as embeddings
@@ -26,7 +26,7 @@ from appliance.openai.models.serving import ModelServing
 from appliance.quotas import QuotaBook
 from appliance.sessions import SessionRegistry
 from appliance.shield import ShieldedFastAPI
-from appliance.state import ApplianceState
+from appliance.state import ApplianceState, app_state
 from inference.engine import Engine
 from inference.model import LlamaModel, ModelConfig
 from inference.registry import verify
@@ -163,10 +163,16 @@ def create_app(
     errors.install(app)
     for module in (health, models, chat, completions, embeddings, sessions, documents, receipts):
         app.include_router(module.router)
+    # The last added runs first: the access log, then the key, then the body, then routing.
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         per_route=((documents.UPLOAD_ROUTE, settings.rag_max_upload_bytes),),
+    )
+    app.add_middleware(
+        Authenticate,
+        access=lambda: app_state(app).access,
+        behind_nginx=settings.listen_socket is not None,
     )
     app.add_middleware(AccessLog)
     return app

@@ -1,20 +1,25 @@
-"""ASGI middleware: the body-size limit and the content-free access log.
+"""ASGI middleware, outermost first: the content-free access log, authentication, and the
+body-size limit.
 
-The body is read into memory here, never spooled: the limit is checked against the declared
-length first and then against the bytes that actually arrive.
+Authentication comes before everything that reads the request: a caller without a valid key
+gets 401 (403 for a key used from another peer's address) before its body is read and before
+its path is routed, so NGINX turns every such answer into silence. The body is then read into
+memory, never spooled: the limit is checked against the declared length first and then
+against the bytes that actually arrive.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
 
+from starlette.datastructures import Headers
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from appliance.errors import PayloadTooLarge, envelope
+from appliance.access import PRINCIPAL_SCOPE_KEY, Access
+from appliance.errors import APIError, PayloadTooLarge, send_error
 
 access_log = logging.getLogger("keep.access")
 
@@ -23,20 +28,30 @@ class _TooLarge(Exception):
     pass
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+class Authenticate:
+    """Every request needs a valid key, whatever its path, method or body; its principal is
+    left in the scope for the handlers. `access` gives the keys in force at each request."""
+
+    def __init__(self, app: ASGIApp, *, access: Callable[[], Access], behind_nginx: bool) -> None:
+        self.app = app
+        self.access = access
+        self.behind_nginx = behind_nginx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            headers = Headers(scope=scope)
+            principal = self.access().principal(headers, behind_nginx=self.behind_nginx)
+        except APIError as exc:
+            if scope["type"] == "http":
+                await send_error(send, exc)
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        scope[PRINCIPAL_SCOPE_KEY] = principal
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:
@@ -74,12 +89,12 @@ class BodyLimit:
             except ValueError:
                 length = -1
             if length > limit:
-                await _send_json(send, too_large.status, envelope(too_large))
+                await send_error(send, too_large)
                 return
         try:
             body = await self._read(receive, limit)
         except _TooLarge:
-            await _send_json(send, too_large.status, envelope(too_large))
+            await send_error(send, too_large)
             return
         delivered = False
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 
-from appliance.access import Access
+from appliance.access import PRINCIPAL_SCOPE_KEY, Access
 from appliance.auth import Principal
+from appliance.errors import Unauthorized
 from appliance.journal import ReceiptLog
 from appliance.openai.models.serving import ModelServing
 from appliance.quotas import QuotaBook
@@ -39,10 +40,14 @@ class ApplianceState:
         return self.engine.model.pinned
 
 
-def get_state(request: Request) -> ApplianceState:
-    state = request.app.state.keep
+def app_state(app: FastAPI) -> ApplianceState:
+    state = app.state.keep
     assert isinstance(state, ApplianceState)
     return state
+
+
+def get_state(request: Request) -> ApplianceState:
+    return app_state(request.app)
 
 
 # The accessors are coroutines so that FastAPI calls them on the event loop, not in its thread
@@ -85,12 +90,13 @@ async def get_budget(request: Request) -> MemoryBudget:
     return get_state(request).budget
 
 
-def require_principal(request: Request) -> Principal:
-    """FastAPI dependency: the authenticated principal, or 401 (403 from the wrong peer).
-    A plain function, so FastAPI runs it in its thread pool: a key check walks every key in
-    force, which could take the event loop a while."""
-    state = get_state(request)
-    return state.access.principal(request, behind_nginx=state.settings.listen_socket is not None)
+async def require_principal(request: Request) -> Principal:
+    """FastAPI dependency: the principal appliance.middleware.Authenticate found, before the
+    body was read. Without one (an app built without that middleware) nobody is let in."""
+    principal = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if not isinstance(principal, Principal):
+        raise Unauthorized("invalid or missing API key")
+    return principal
 
 
 SettingsDep = Annotated[ApplianceSettings, Depends(get_settings)]

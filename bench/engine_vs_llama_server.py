@@ -52,13 +52,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+def wait_ready(
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout: float = 120,
+    headers: dict[str, str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"server exited early with status {process.returncode}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, headers=headers, timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -67,10 +72,13 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120)
 
 
 @contextmanager
-def serve(cmd: list[str], env: dict[str, str], ready_url: str) -> Iterator[None]:
+def serve(
+    cmd: list[str], env: dict[str, str], ready_url: str, headers: dict[str, str] | None = None
+) -> Iterator[None]:
+    """`headers`: Keep's /readyz needs a key, as every route of its API does."""
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_ready(ready_url, process)
+        wait_ready(ready_url, process, headers=headers)
         yield
     finally:
         process.terminate()
@@ -202,7 +210,7 @@ def main() -> int:
     keep_url = f"http://127.0.0.1:{keep_port}"
     ref_url = f"http://127.0.0.1:{ref_port}"
     with (
-        serve(keep_cmd, keep_env, keep_url + "/readyz"),
+        serve(keep_cmd, keep_env, keep_url + "/readyz", {"Authorization": f"Bearer {KEY}"}),
         serve(ref_cmd, env, ref_url + "/health"),
     ):
         auth = {"Authorization": f"Bearer {KEY}"}

@@ -81,7 +81,7 @@ def bench_ingest(embedder: Embedder, n_docs: int) -> None:
     cmd = [str(Path(sys.executable).parent / "keep"), "serve", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
     with (
-        serve(cmd, env, url + "/readyz"),
+        serve(cmd, env, url + "/readyz", {"Authorization": f"Bearer {KEY}"}),
         httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=3600
         ) as client,

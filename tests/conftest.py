@@ -145,6 +145,19 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
+def admin_ready(path: Path) -> bool:
+    """The host's readiness probe: the admin socket's /admin/readyz, which needs no API key
+    (the API's /readyz does). A plain socket: httpx leaks one whose connect fails."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1)
+            sock.connect(str(path))
+            sock.sendall(b"GET /admin/readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            return sock.recv(64).startswith(b"HTTP/1.1 200 ")
+    except OSError:
+        return False
+
+
 def start_server(
     tmp: Path, port: int, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
 ) -> LiveServer:
@@ -169,11 +182,8 @@ def start_server(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"keep serve exited early:\n{server.log()}")
-        try:
-            if httpx.get(server.base_url + "/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
+        if admin_ready(Path(environ["KEEP_ADMIN_SOCKET"])):
+            return server
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"keep serve did not become ready:\n{server.log()}")

@@ -52,8 +52,12 @@ def tls_get(host: str, port: int, name: str, path: str) -> dict[str, Any]:
 
 def main() -> None:
     deadline = time.monotonic() + float(sys.argv[1])
+    # The host's probe is the admin socket's: the API's /readyz needs a peer's key.
     ready = poll(
-        "http://keep/readyz", "/run/keep-api/api.sock", lambda code, _: code == 200, deadline
+        "http://keep/admin/readyz",
+        "/run/keep-admin/admin.sock",
+        lambda code, _: code == 200,
+        deadline,
     )
     status = poll(
         "http://keep/admin/status",

@@ -105,15 +105,17 @@ class KeepHost:
             logs / "nginx.log",
         )
         deadline = time.monotonic() + timeout
-        socket = Path(self.env["KEEP_LISTEN_SOCKET"])
+        api = Path(self.env["KEEP_LISTEN_SOCKET"])
+        # Readiness from the admin socket, as the host's probes ask: the API's needs a key.
+        admin = Path(self.env["KEEP_ADMIN_SOCKET"])
         while True:
             if self.appliance.poll() is not None:
                 raise LabError(f"the appliance exited: {self.log('appliance')[-3000:]}")
-            if socket.exists() and (self.runtime / "nginx.pid").exists():
+            if api.exists() and admin.exists() and (self.runtime / "nginx.pid").exists():
                 try:
-                    transport = httpx.HTTPTransport(uds=str(socket))
-                    with httpx.Client(transport=transport, base_url="http://keep") as c:
-                        if c.get("/readyz").status_code == 200:
+                    transport = httpx.HTTPTransport(uds=str(admin))
+                    with httpx.Client(transport=transport, base_url="http://admin") as c:
+                        if c.get("/admin/readyz").status_code == 200:
                             return
                 except httpx.TransportError:
                     pass
