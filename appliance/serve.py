@@ -76,6 +76,11 @@ def _banner(settings: ApplianceSettings, dev_key: str | None) -> None:
 def serve(settings: ApplianceSettings, *, dev_key: bool = False) -> int:
     """Serve the API until stopped; `dev_key` makes a key held only in this process."""
     shown: str | None = None
+    if dev_key and settings.listen_socket is not None:
+        return _fail(
+            "--dev-key: static keys are refused behind NGINX (KEEP_LISTEN_SOCKET is set); "
+            "keys come from control's policy, bound to a peer"
+        )
     if dev_key and settings.dev_api_key is None:
         shown = new_key()
         settings = settings.model_copy(update={"dev_api_key": SecretStr(shown)})

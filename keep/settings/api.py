@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from keep.settings.shared import (
     SHA256,
@@ -46,11 +46,13 @@ class ApiSettings(View):
 
     api_key_hashes: tuple[str, ...] = Field(
         (),
-        description="sha256 hex digests of the accepted API keys. Keys are never stored.",
+        description="sha256 hex digests of the accepted API keys. Keys are never stored. "
+        "Refused with `listen_socket` (behind NGINX, keys come from control's policy).",
     )
     dev_api_key: SecretStr | None = Field(
         None,
-        description="A development API key, accepted alongside `api_key_hashes`.",
+        description="A development API key, accepted alongside `api_key_hashes`. Refused "
+        "with `listen_socket`.",
     )
 
     @field_validator("api_key_hashes")
@@ -67,3 +69,22 @@ class ApiSettings(View):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return value
+
+    @model_validator(mode="after")
+    def _no_static_keys_behind_nginx(self) -> ApiSettings:
+        # A static key belongs to no peer, so it would work from every tunnel address and its
+        # holders would share one owner's sessions and receipts.
+        static = [
+            name
+            for name, value in (
+                ("KEEP_API_KEY_HASHES", self.api_key_hashes),
+                ("KEEP_DEV_API_KEY", self.dev_api_key),
+            )
+            if value
+        ]
+        if self.listen_socket is not None and static:
+            raise ValueError(
+                f"{' and '.join(static)}: static keys are refused behind NGINX "
+                "(KEEP_LISTEN_SOCKET is set); keys come from control's policy, bound to a peer"
+            )
+        return self

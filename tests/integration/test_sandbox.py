@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TEST_KEY, chat_body
+from appliance.auth import key_digest
+from tests.conftest import TEST_KEY, admin_ready, chat_body
 
 KEEP = str(Path(sys.executable).parent / "keep")
 
@@ -89,7 +90,6 @@ def test_the_appliance_serves_chat_and_embeddings_inside_the_sandbox(tmp_path: P
     sock = tmp_path / "api.sock"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("KEEP_")},
-        "KEEP_DEV_API_KEY": TEST_KEY,
         "KEEP_STATE_DIR": str(tmp_path / "state"),
         "KEEP_ADMIN_SOCKET": str(tmp_path / "admin.sock"),
         "KEEP_LISTEN_SOCKET": str(sock),
@@ -102,15 +102,24 @@ def test_the_appliance_serves_chat_and_embeddings_inside_the_sandbox(tmp_path: P
             sandboxed(KEEP, "serve"), env=env, stdout=out, stderr=out, start_new_session=True
         )
     transport = httpx.HTTPTransport(uds=str(sock))
-    auth = {"Authorization": f"Bearer {TEST_KEY}"}
+    # Behind NGINX (a listen socket) keys come from control's policy, bound to a peer.
+    auth = {"Authorization": f"Bearer {TEST_KEY}", "X-Keep-Peer": "10.66.0.2"}
+    policy = {
+        "version": 1,
+        "keys": [{"sha256": key_digest(TEST_KEY), "peer_id": "peer-a", "client_id": "acme"}],
+        "peers": [{"id": "peer-a", "address": "10.66.0.2"}],
+    }
     try:
         with httpx.Client(transport=transport, base_url="http://keep", timeout=120) as http:
             deadline = time.monotonic() + 120
-            while not listening(sock):
+            while not (listening(sock) and admin_ready(tmp_path / "admin.sock")):
                 assert proc.poll() is None, log.read_text()[-3000:]
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(0.2)
-            assert http.get("/readyz").status_code == 200
+            admin = httpx.HTTPTransport(uds=str(tmp_path / "admin.sock"))
+            with httpx.Client(transport=admin, base_url="http://admin") as control:
+                assert control.put("/admin/policy", json=policy).status_code == 200
+            assert http.get("/readyz", headers=auth).status_code == 200
             reply = http.post("/v1/chat/completions", json=chat_body(), headers=auth)
             assert reply.status_code == 200, reply.text
             assert "Paris" in reply.json()["choices"][0]["message"]["content"]
