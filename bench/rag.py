@@ -189,7 +189,7 @@ def bench_rag_ttft(embedder: Embedder, n_chunks: int, runs: int) -> None:
     question = "How many strokes does the host use to whisk the tea?"
     with TestClient(app, headers={"Authorization": f"Bearer {KEY}"}) as client:
         state = app.state.keep
-        principal = state.keys.principal(KEY)
+        principal = state.access.keys.principal(KEY)
         corpus = json.loads(CORPUS.read_text())["documents"]
         real = [d["text"] for d in corpus]
         rng = np.random.default_rng(11)
