@@ -2,13 +2,18 @@
 
 Exit codes: 0 valid, 1 invalid (with the reason), 3 unverifiable (for example an unknown key),
 2 a usage error. For a JSON Lines file every line must be valid; the worst outcome wins.
+Every checkpoint in one run (the bundles', --previous's, the saved one) is cross-checked: one
+root per tree size, and growth proved where --consistency covers two sizes. Malformed input
+of any kind is "invalid" with a one-line reason, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import io
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -17,6 +22,7 @@ from transparency.verify import (
     Consistency,
     Invalid,
     Unverifiable,
+    Witness,
     parse_json,
     verify_bundle,
 )
@@ -49,10 +55,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read(path: str, stdin: TextIO) -> str:
+    """The whole input as text, or Invalid: more than MAX_INPUT_BYTES is refused, never cut
+    to size, and bytes that are not UTF-8 are malformed input."""
     if path == "-":
-        return stdin.read(MAX_INPUT_BYTES)
-    with Path(path).open(encoding="utf-8") as handle:
-        return handle.read(MAX_INPUT_BYTES)
+        raw: bytes | str = (
+            stdin.buffer.read(MAX_INPUT_BYTES + 1)
+            if hasattr(stdin, "buffer")
+            else stdin.read(MAX_INPUT_BYTES + 1)
+        )
+    else:
+        with Path(path).open("rb") as handle:
+            raw = handle.read(MAX_INPUT_BYTES + 1)
+    if len(raw) > MAX_INPUT_BYTES:
+        raise Invalid("the input is larger than the limit")
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Invalid("the input is not UTF-8 text") from None
 
 
 def _verifier(text: str) -> Verifier:
@@ -69,10 +90,12 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, stdin: TextIO = sys.
         print(f"unverifiable: the key cannot be read ({type(exc).__name__})", file=out)
         return UNVERIFIABLE
     previous: Checkpoint | None = None
+    previous_note = ""
     consistency: Consistency | None = None
     try:
         if args.previous:
-            previous = open_checkpoint(_read(args.previous, stdin), verifier)
+            previous_note = _read(args.previous, stdin)
+            previous = open_checkpoint(previous_note, verifier)
         if args.consistency:
             consistency = Consistency.parse(parse_json(_read(args.consistency, stdin)))
         text = _read(args.file, stdin)
@@ -82,25 +105,82 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, stdin: TextIO = sys.
     except (NoteError, Invalid) as exc:
         print(f"invalid: {exc}", file=out)
         return INVALID
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         print(f"keep verify: cannot read input ({type(exc).__name__})", file=out)
         return USAGE
-    outcome, proved = _check_all(text, verifier, previous, consistency, out)
-    if outcome == VALID and args.save_checkpoint and proved is not None:
-        Path(args.save_checkpoint).write_text(proved, encoding="utf-8")
+    witness = Witness(consistency)
+    if previous is not None:
+        witness.add(previous, previous_note)
+    outcome = _check_all(text, verifier, previous, consistency, witness, out)
+    if outcome == VALID and args.save_checkpoint and witness.largest is not None:
+        outcome = _save(Path(args.save_checkpoint), witness, verifier, out)
     return outcome
 
 
-def _documents(text: str) -> list[Any]:
-    """One bundle (pretty-printed or not), or JSON Lines of bundles."""
+def _save(path: Path, witness: Witness, verifier: Verifier, out: TextIO) -> int:
+    """Keep the largest checkpoint seen, cross-checked with the one already saved at `path`;
+    a larger saved one stays, and a file that is not this log's checkpoint is left alone."""
     try:
-        return [json.loads(text)]
-    except (json.JSONDecodeError, RecursionError):
+        kept: str | None = _read(str(path), io.StringIO())
+    except FileNotFoundError:
+        kept = None
+    except (OSError, Invalid) as exc:
+        print(f"keep verify: --save-checkpoint: cannot read the file there ({exc})", file=out)
+        return USAGE
+    saved: Checkpoint | None = None
+    if kept is not None:
+        try:
+            saved = open_checkpoint(kept, verifier)
+        except NoteError:
+            print(
+                "keep verify: --save-checkpoint: the file there is not a checkpoint of this "
+                "log; left as it is",
+                file=out,
+            )
+            return USAGE
+        try:
+            witness.add(saved, kept)
+        except Invalid as exc:
+            print(f"invalid: the saved checkpoint: {exc}", file=out)
+            return INVALID
+    largest = witness.largest
+    assert largest is not None
+    if saved is None or saved.size < largest.size:
+        _replace(path, witness.notes[largest.size])
+    return VALID
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write `text` at `path` atomically: a crash leaves the old checkpoint or the new one."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _documents(text: str) -> list[Any]:
+    """One bundle (pretty-printed or not), or JSON Lines of bundles. A line that is not JSON
+    stays in the list as its Invalid, reported as that line's problem."""
+    try:
+        return [parse_json(text)]
+    except Invalid:
         pass
     lines = [line for line in text.split("\n") if line.strip()]
     if not lines:
         raise Invalid("the input is empty")
-    return [parse_json(line) for line in lines]
+    documents: list[Any] = []
+    for line in lines:
+        try:
+            documents.append(parse_json(line))
+        except Invalid as exc:
+            documents.append(exc)
+    return documents
 
 
 def _check_all(
@@ -108,19 +188,22 @@ def _check_all(
     verifier: Verifier,
     previous: Checkpoint | None,
     consistency: Consistency | None,
+    witness: Witness,
     out: TextIO,
-) -> tuple[int, str | None]:
+) -> int:
     try:
         bundles = _documents(text)
     except Invalid as exc:
         print(f"invalid: {exc}", file=out)
-        return INVALID, None
+        return INVALID
     worst = VALID
-    proved: str | None = None
     for number, bundle in enumerate(bundles, start=1):
         where = f"receipt {number}" if len(bundles) > 1 else "receipt"
         try:
-            verify_bundle(bundle, verifier, previous=previous, consistency=consistency)
+            if isinstance(bundle, Invalid):
+                raise bundle
+            checkpoint = verify_bundle(bundle, verifier, previous=previous, consistency=consistency)
+            witness.add(checkpoint, bundle["checkpoint"])
         except Invalid as exc:
             print(f"{where}: invalid: {exc}", file=out)
             worst = INVALID
@@ -129,7 +212,6 @@ def _check_all(
             print(f"{where}: unverifiable: {exc}", file=out)
             worst = worst if worst == INVALID else UNVERIFIABLE
             continue
-        proved = bundle["checkpoint"]
         receipt = bundle["receipt"]
         print(
             f"{where}: valid: session {receipt['session_id']}, log entry {receipt['seq']}",
@@ -138,7 +220,7 @@ def _check_all(
     summary = {VALID: "valid", INVALID: "invalid", UNVERIFIABLE: "unverifiable"}[worst]
     if len(bundles) > 1:
         print(f"{len(bundles)} receipts: {summary}", file=out)
-    return worst, proved
+    return worst
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ _ESCAPES = {
     0x22: '\\"',
     0x5C: "\\\\",
 }
-_MAX_SAFE_INTEGER = 2**53 - 1
+MAX_SAFE_INTEGER = 2**53 - 1
 
 
 class CanonicalizationError(ValueError):
@@ -76,7 +76,7 @@ def _utf16_key(name: str) -> bytes:
 
 def _integer(value: int) -> str:
     # JSON numbers are IEEE 754 doubles in RFC 8785; larger integers would lose digits.
-    if abs(value) > _MAX_SAFE_INTEGER:
+    if abs(value) > MAX_SAFE_INTEGER:
         raise CanonicalizationError("integer outside the IEEE 754 exact range")
     return str(value)
 

@@ -97,7 +97,11 @@ def sign_note(body: str, name: str, key: Ed25519PrivateKey) -> str:
 
 def open_note(note: str, verifier: Verifier) -> str:
     """The note's text if `verifier` signed it. UnknownKey if no signature is by that key."""
-    if len(note.encode()) > MAX_NOTE_BYTES:
+    try:
+        encoded = note.encode()
+    except UnicodeEncodeError:  # a lone surrogate, which JSON can carry
+        raise NoteError("the note is not UTF-8 text") from None
+    if len(encoded) > MAX_NOTE_BYTES:
         raise NoteError("the note is too large")
     body, sep, sigs = note.rpartition("\n\n")
     if not sep or not body:

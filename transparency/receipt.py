@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from transparency.encoding import b64decode, b64encode
-from transparency.jcs import canonical
+from transparency.jcs import MAX_SAFE_INTEGER, canonical
 from transparency.merkle import leaf_hash
 
 VERSION = 1
@@ -67,8 +67,8 @@ def check_shape(receipt: Any) -> dict[str, Any]:
         value = receipt[name]
         if type(value) is not kind:
             raise ReceiptError(f"receipt field {name} has the wrong type")
-        if isinstance(value, int) and value < 0:
-            raise ReceiptError(f"receipt field {name} is negative")
+        if isinstance(value, int) and not 0 <= value <= MAX_SAFE_INTEGER:
+            raise ReceiptError(f"receipt field {name} is negative or beyond 2^53")
     if receipt["v"] != VERSION:
         raise ReceiptError("unknown receipt version")
     if not (_TIME.match(receipt["started_at"]) and _TIME.match(receipt["ended_at"])):

@@ -145,8 +145,50 @@ def check_growth(
         raise Invalid(f"consistency: {exc}") from None
 
 
+class Witness:
+    """Every checkpoint one run has seen, cross-checked as it comes: one root per tree size,
+    and a larger tree consistent with a smaller one wherever the proof covers the two."""
+
+    def __init__(self, consistency: Consistency | None = None) -> None:
+        self._roots: dict[int, bytes] = {}
+        self._consistency = consistency
+        self.largest: Checkpoint | None = None
+        self.notes: dict[int, str] = {}
+
+    def add(self, checkpoint: Checkpoint, note: str) -> None:
+        """Take one checkpoint and the signed note it came from; Invalid on a conflict."""
+        known = self._roots.get(checkpoint.size)
+        if known is not None:
+            if known != checkpoint.root:
+                raise Invalid(
+                    f"two checkpoints of size {checkpoint.size} with different roots: "
+                    "the log forked"
+                )
+            return
+        proof = self._consistency
+        if proof is not None:
+            if checkpoint.size == proof.size and proof.old_size in self._roots:
+                self._check(proof, self._roots[proof.old_size], checkpoint.root)
+            if checkpoint.size == proof.old_size and proof.size in self._roots:
+                self._check(proof, checkpoint.root, self._roots[proof.size])
+        self._roots[checkpoint.size] = checkpoint.root
+        self.notes[checkpoint.size] = note
+        if self.largest is None or checkpoint.size > self.largest.size:
+            self.largest = checkpoint
+
+    @staticmethod
+    def _check(proof: Consistency, old_root: bytes, root: bytes) -> None:
+        try:
+            verify_consistency(proof.old_size, proof.size, old_root, root, proof.proof)
+        except ProofError as exc:
+            raise Invalid(f"consistency: {exc}") from None
+
+
 def parse_json(text: str) -> Any:
+    """A JSON value, or Invalid: a number too long to parse, nesting too deep and a lone
+    surrogate are malformed input like any other."""
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # JSONDecodeError, and the int digit limit
         raise Invalid("not JSON") from None
+    return value
