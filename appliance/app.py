@@ -91,7 +91,11 @@ def static_grants(settings: ApplianceSettings) -> dict[str, Grant]:
 
 def open_receipt_log(settings: ApplianceSettings) -> ReceiptLog:
     settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return ReceiptLog(settings.state_dir, load_or_create_key(settings.receipt_key_path))
+    return ReceiptLog(
+        settings.state_dir,
+        load_or_create_key(settings.receipt_key_path),
+        checkpoint_interval=settings.receipt_checkpoint_interval,
+    )
 
 
 def create_app(

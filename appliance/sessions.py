@@ -167,7 +167,9 @@ class SessionRegistry:
             "requests": session.requests,
         }
         try:
-            await asyncio.to_thread(self._receipts.issue, fields)
+            # The log's own thread: client work that fills the default executor must not
+            # hold up a teardown.
+            await asyncio.wrap_future(self._receipts.submit(self._receipts.issue, fields))
         except ReceiptWriteError:
             raise ReceiptsUnavailable("the session's receipt could not be written") from None
 

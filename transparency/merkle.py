@@ -1,8 +1,9 @@
 """RFC 6962 Merkle trees: hashing, proofs, and their verification (RFC 9162 section 2.1).
 
 Leaves are hashed as SHA-256(0x00 || data) and nodes as SHA-256(0x01 || left || right), so a
-leaf can never pass for a node. The tree keeps every complete subtree it has seen, so a root
-or a proof over any earlier size costs O(log n) hashes, however long the log grows.
+leaf can never pass for a node. The tree keeps the roots of the complete subtrees it has seen
+(above the smallest), so a root or a proof over any earlier size costs O(log n) hashes,
+however long the log grows.
 """
 
 from __future__ import annotations
@@ -32,16 +33,21 @@ def _split(n: int) -> int:
 
 
 class MerkleTree:
-    """An append-only tree over leaf hashes. levels[h][i] is the root of the complete
-    subtree of 2**h leaves that starts at leaf i * 2**h."""
+    """An append-only tree over leaf hashes, kept compact: the leaves, and the roots of the
+    complete subtrees of 2**h leaves for h >= CACHED_FROM, each level one bytearray of 32-byte
+    hashes. A smaller subtree is rehashed from its leaves when a proof needs it (at most
+    2**CACHED_FROM - 1 hashes), so a tree of n leaves holds about 36 * n bytes."""
+
+    CACHED_FROM = 4
 
     def __init__(self, leaf_hashes: Sequence[bytes] = ()) -> None:
-        self._levels: list[list[bytes]] = [[]]
+        self._leaves = bytearray()
+        self._levels: list[bytearray] = []  # _levels[j] holds height CACHED_FROM + j
         for h in leaf_hashes:
             self.append_hash(h)
 
     def __len__(self) -> int:
-        return len(self._levels[0])
+        return len(self._leaves) // HASH_SIZE
 
     def append(self, data: bytes) -> int:
         return self.append_hash(leaf_hash(data))
@@ -49,26 +55,51 @@ class MerkleTree:
     def append_hash(self, h: bytes) -> int:
         if len(h) != HASH_SIZE:
             raise ValueError("a leaf hash is 32 bytes")
-        index = len(self._levels[0])
-        self._levels[0].append(h)
-        level, i = 0, index
-        while i % 2 == 1:  # this leaf completed a subtree one level up
-            parent = node_hash(self._levels[level][i - 1], self._levels[level][i])
-            level += 1
-            if len(self._levels) == level:
-                self._levels.append([])
-            self._levels[level].append(parent)
-            i //= 2
-        return index
+        index = len(self)
+        self._leaves += h
+        span = 1 << self.CACHED_FROM
+        if (index + 1) % span:
+            return index
+        # This leaf completed a cached subtree, and perhaps larger ones above it.
+        node = self._hash_leaves(index + 1 - span, index + 1)
+        j, i = 0, (index + 1) // span - 1
+        while True:
+            if len(self._levels) == j:
+                self._levels.append(bytearray())
+            self._levels[j] += node
+            if i % 2 == 0:
+                return index
+            level = self._levels[j]
+            node = node_hash(bytes(level[-2 * HASH_SIZE : -HASH_SIZE]), node)
+            j, i = j + 1, i // 2
 
     def leaf(self, index: int) -> bytes:
-        return self._levels[0][index]
+        if not 0 <= index < len(self):
+            raise IndexError("leaf index out of range")
+        return bytes(self._leaves[index * HASH_SIZE : (index + 1) * HASH_SIZE])
+
+    def leaves(self) -> bytes:
+        """Every leaf hash, concatenated."""
+        return bytes(self._leaves)
+
+    def _hash_leaves(self, start: int, end: int) -> bytes:
+        """MTH over leaves [start, end), from the leaves alone."""
+        if end - start == 1:
+            return self.leaf(start)
+        k = _split(end - start)
+        return node_hash(self._hash_leaves(start, start + k), self._hash_leaves(start + k, end))
 
     def _subtree(self, start: int, end: int) -> bytes:
         """MTH over leaves [start, end); start is aligned to the subtree's split points."""
         size = end - start
         if size & (size - 1) == 0 and start % size == 0:
-            return self._levels[size.bit_length() - 1][start // size]
+            height = size.bit_length() - 1
+            if height == 0:
+                return self.leaf(start)
+            if height >= self.CACHED_FROM:
+                i = start // size * HASH_SIZE
+                return bytes(self._levels[height - self.CACHED_FROM][i : i + HASH_SIZE])
+            return self._hash_leaves(start, end)
         k = _split(size)
         return node_hash(self._subtree(start, start + k), self._subtree(start + k, end))
 

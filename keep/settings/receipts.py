@@ -16,6 +16,13 @@ class ReceiptSettings(View):
         description="The Ed25519 receipt signing key (PEM); unset means "
         "`<state_dir>/receipt-signing.key`, created with mode 0600 on first start.",
     )
+    receipt_checkpoint_interval: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Receipts between two signed checkpoints kept beside the journal; a "
+        "start checks the signature of every receipt after the last one.",
+    )
     admin_socket: AdminSocket
     admin_socket_group_access: bool = Field(
         False,

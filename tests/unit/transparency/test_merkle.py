@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import tracemalloc
 
 import pytest
 from hypothesis import given
@@ -219,3 +220,29 @@ def test_truncated_and_extended_proofs_are_rejected() -> None:
         verify_consistency(3, 8, tree.root(3), root, cons[:-1])
     with pytest.raises(ProofError):
         verify_consistency(3, 8, tree.root(3), root, [*cons, cons[0]])
+
+
+def test_a_tree_holds_about_36_bytes_a_leaf() -> None:
+    """The appliance keeps its whole log's tree in memory: a million receipts must stay
+    tens of megabytes, not a Python object per node."""
+    hashes = [leaf_hash(i.to_bytes(4, "big")) for i in range(20_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tree = MerkleTree(hashes)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert tree.root() == independent_root_of_hashes(hashes)
+    assert grown < 40 * len(hashes), grown
+
+
+def independent_root_of_hashes(hashes: list[bytes]) -> bytes:
+    if len(hashes) == 1:
+        return hashes[0]
+    k = 1
+    while k * 2 < len(hashes):
+        k *= 2
+    left = independent_root_of_hashes(hashes[:k])
+    right = independent_root_of_hashes(hashes[k:])
+    return hashlib.sha256(b"\x01" + left + right).digest()
