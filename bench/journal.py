@@ -45,6 +45,8 @@ started = time.perf_counter()
 log = ReceiptLog(state, key)
 took = time.perf_counter() - started
 assert len(log) == int(sys.argv[2]), len(log)
+import appliance.journal
+assert appliance.journal.__file__.startswith(sys.argv[3]), appliance.journal.__file__
 print(json.dumps({"seconds": took, "peak_mib": status("VmHWM"), "rss_mib": status("VmRSS"),
                   "grown_mib": status("VmRSS") - base}))
 """
@@ -90,10 +92,12 @@ def build(state: Path, n: int) -> None:
 
 def measure(state: Path, n: int, pythonpath: Path = ROOT) -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, "-c", OPEN, str(state), str(n)],
+        [sys.executable, "-c", OPEN, str(state), str(n), str(pythonpath)],
         capture_output=True,
         text=True,
         check=True,
+        # `-c` puts the working directory first on sys.path: run where no other code is.
+        cwd=state,
         env={"PYTHONPATH": str(pythonpath), "PATH": "/usr/bin:/bin"},
     )
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
