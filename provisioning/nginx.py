@@ -294,10 +294,13 @@ def running_pid(settings: PerimeterSettings) -> int | None:
     path = settings.nginx_runtime_dir / PID
     try:
         pid = int(path.read_text().strip())
+    except (OSError, ValueError):  # no NGINX, or a pid file this user may not read
+        return None
+    try:
         os.kill(pid, 0)
     except PermissionError:
         return pid  # alive, and not ours to signal
-    except (OSError, ValueError):
+    except OSError:
         return None
     return pid
 

@@ -3,6 +3,7 @@ checker accepts the config (the nft checker runs in the lab's namespace, tests/e
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -168,3 +169,33 @@ def test_peer_diff_touches_only_what_changed() -> None:
     assert remove == [KEY_B]
     moved, _ = diff(current, [PeerSpec(KEY_A, ("198.51.100.9/32",))])
     assert [p.allowed_ips for p in moved] == [("198.51.100.9/32",)]
+
+
+def test_a_pid_file_this_user_may_not_read_means_no_reload_here(tmp_path: Path) -> None:
+    """Control runs as its own user: NGINX's pid file may be closed to it. Found by the boot
+    test (UnboundLocalError): the reload is then the path unit's, not an error."""
+    if os.geteuid() != 0:
+        pytest.fail("this test drops root to read the pid file as another user")
+    run = tmp_path / "run"
+    run.mkdir(mode=0o755)
+    (run / nginx.PID).write_text(f"{os.getpid()}\n")
+    (run / nginx.PID).chmod(0o600)  # root's, as NGINX's master writes it
+    tmp_path.chmod(0o755)
+    settings = load_settings(nginx_runtime_dir=run).perimeter
+    assert nginx.running_pid(settings) == os.getpid()
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child becomes nobody and reports what it found
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(writer, repr(nginx.running_pid(settings)).encode())
+        except BaseException as exc:  # noqa: BLE001 - a forked child reports, never unwinds
+            os.write(writer, type(exc).__name__.encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    found = os.read(reader, 200).decode()
+    os.close(reader)
+    os.waitpid(child, 0)
+    assert found == "None"
