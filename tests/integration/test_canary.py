@@ -16,12 +16,46 @@ from tests.conftest import MODEL, ROOT, free_port, start_server, stop_server
 
 SCAN_ROOTS = [ROOT, Path("/tmp"), Path("/var/tmp")]
 SKIP_DIRS = {"/proc", "/sys", "/dev"}
+# Kernel file systems hold no client data, and some of their files block when read
+# (/proc/kmsg): a debootstrap root under /tmp (tests/ansible) has its own /proc mounted.
+PSEUDO_FS = {
+    "proc",
+    "sysfs",
+    "devtmpfs",
+    "devpts",
+    "cgroup",
+    "cgroup2",
+    "mqueue",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "pstore",
+    "bpf",
+    "configfs",
+    "fusectl",
+    "hugetlbfs",
+    "autofs",
+    "binfmt_misc",
+    "efivarfs",
+    "nsfs",
+}
+
+
+def pseudo_mounts() -> set[str]:
+    """Mount points of kernel file systems, from /proc/self/mountinfo."""
+    found = set()
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, tail = line.partition(" - ")
+        if tail.split()[0] in PSEUDO_FS:
+            found.add(fields.split()[4].encode().decode("unicode_escape"))
+    return found
 
 
 def changed_files(roots: list[Path], since: float) -> Iterator[Path]:
+    skip = SKIP_DIRS | pseudo_mounts()
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in SKIP_DIRS]
+            dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in skip]
             for name in filenames:
                 path = Path(dirpath, name)
                 try:
@@ -95,3 +129,25 @@ def test_canary_and_its_vectors_never_touch_disk(tmp_path: Path, embedder: Embed
         assert probe in find(needles, [Path("/tmp")], since)
     finally:
         probe.unlink()
+
+
+def test_the_scan_skips_a_proc_mounted_below_its_roots(tmp_path: Path) -> None:
+    """A debootstrap root under /tmp has its own /proc mounted while tests/ansible run; its
+    /proc/kmsg blocks a reader forever, which hung a whole clean-clone run here."""
+    import subprocess
+    import threading
+
+    target = tmp_path / "root" / "proc"
+    target.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "proc", "proc", str(target)], check=True)
+    try:
+        assert str(target) in pseudo_mounts()
+        found: list[list[Path]] = []
+        scan = threading.Thread(target=lambda: found.append(find([b"x"], [tmp_path], 0.0)))
+        scan.daemon = True
+        scan.start()
+        scan.join(timeout=60)
+        assert not scan.is_alive(), "the scan read a file of the mounted /proc"
+        assert found == [[]]
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=True)
