@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
-import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +23,7 @@ from appliance import errors, health
 from appliance import policy as policies
 from appliance.shield import ShieldedFastAPI
 from appliance.state import ApplianceState, app_state
+from durable import bind_unix_socket
 
 log = logging.getLogger("keep.admin")
 router = APIRouter(prefix="/admin")
@@ -128,25 +127,8 @@ def bind_socket(path: Path, group_access: bool = False) -> socket.socket:
     `group_access`, for a control running as another user in the directory's group). A stale
     socket is replaced; a live one (another appliance) or a non-socket file stops start-up."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise RuntimeError("KEEP_ADMIN_SOCKET: the path exists and is not a socket")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(str(path))
-            except OSError:
-                path.unlink()
-            else:
-                raise RuntimeError("KEEP_ADMIN_SOCKET: another process serves this socket")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     mode = 0o660 if group_access else 0o600
-    old = os.umask(0o777 & ~mode)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    os.chmod(path, mode)
-    return sock
+    return bind_unix_socket(path, mode, setting="KEEP_ADMIN_SOCKET")
 
 
 class _EmbeddedServer(uvicorn.Server):

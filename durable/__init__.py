@@ -1,4 +1,5 @@
-"""Durable writes for the few files Keep writes: keys, the kept policy and their directories.
+"""Durable writes for the few files Keep writes: keys, the kept policy and their directories,
+and the unix sockets the planes listen on.
 
 Standard library only, so that every plane (appliance, control, provisioning) shares these.
 """
@@ -6,6 +7,8 @@ Standard library only, so that every plane (appliance, control, provisioning) sh
 from __future__ import annotations
 
 import os
+import socket
+import stat
 from pathlib import Path
 
 
@@ -55,3 +58,32 @@ def replace_if_changed(path: Path, data: bytes, mode: int = 0o600) -> bool:
         return False
     replace(path, data, mode)
     return True
+
+
+class SocketPathError(RuntimeError):
+    """The socket's path is in use: a live socket, or a file that is no socket."""
+
+
+def bind_unix_socket(path: Path, mode: int, *, setting: str) -> socket.socket:
+    """A unix socket bound at `path` with `mode` from the start (bound under the matching
+    umask, never briefly wider). A stale socket is replaced; a live one (another process) or a
+    file that is no socket raises SocketPathError, whose message names `setting`. The caller
+    makes and checks the directory."""
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise SocketPathError(f"{setting}: the path exists and is not a socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()
+            else:
+                raise SocketPathError(f"{setting}: another process serves this socket")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, mode)
+    return sock

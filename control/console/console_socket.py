@@ -8,10 +8,11 @@ group and no other local user can reach it."""
 
 from __future__ import annotations
 
-import os
 import socket
 import stat
 from pathlib import Path
+
+from durable import SocketPathError, bind_unix_socket
 
 SOCKET_MODE = 0o660
 DIRECTORY_MODE = 0o750
@@ -33,21 +34,7 @@ def bind_console_socket(path: Path) -> socket.socket:
             f"KEEP_CONTROL_SOCKET: {directory} is open to other users (mode {mode:04o}); "
             "it must grant others nothing (0750, or 2750 with NGINX's group)"
         )
-    if path.exists() or path.is_symlink():
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise ConsoleSocketError("KEEP_CONTROL_SOCKET: the path exists and is not a socket")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(str(path))
-            except OSError:
-                path.unlink()
-            else:
-                raise ConsoleSocketError("KEEP_CONTROL_SOCKET: another process serves it")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o777 & ~SOCKET_MODE)
     try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    os.chmod(path, SOCKET_MODE)
-    return sock
+        return bind_unix_socket(path, SOCKET_MODE, setting="KEEP_CONTROL_SOCKET")
+    except SocketPathError as exc:
+        raise ConsoleSocketError(str(exc)) from None
