@@ -192,10 +192,12 @@ def main() -> int:
         str(args.threads),
         "-tb",
         str(args.threads),
+        # The same slots and context per slot as Keep: llama-server splits -c among its -np
+        # slots. Everything else (unified KV, batch sizes) is left at llama-server's defaults.
         "-c",
-        str(ctx),
+        str(ctx * slots),
         "-np",
-        "1",
+        str(slots),
         "-ngl",
         "0",
         "--no-webui",
@@ -244,6 +246,11 @@ def main() -> int:
     for c, (k, r) in agg.items():
         label = f"aggregate tok/s, {c} streams"
         print(f"{label:<28}{k:>12.1f}{r:>14.1f}{k / r:>8.2f}x")
+    # Each server's own scaling, so that a reference held back (one slot, say) shows itself.
+    low, high = min(agg), max(agg)
+    for name, side in (("keep", 0), ("llama-server", 1)):
+        scaling = agg[high][side] / agg[low][side]
+        print(f"{name} scaling: aggregate at {high} streams / at {low} = {scaling:.2f}x")
     return 0
 
 
