@@ -9,7 +9,6 @@ failure before the first token gets a real HTTP status.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -30,6 +29,7 @@ from appliance.errors import (
     envelope,
     from_inference,
 )
+from appliance.openai import sse
 from appliance.openai.protocol import GenerationFields, Usage
 from appliance.quotas import QuotaBook
 from appliance.sessions import Session, SessionRegistry
@@ -111,6 +111,7 @@ class GenerationServing:
         max_tokens_cap: int,
         max_stop_sequences: int,
         deadline_s: float,
+        stream_padding: int,
     ) -> None:
         self.engine = engine
         self.sessions = sessions
@@ -118,6 +119,7 @@ class GenerationServing:
         self.max_tokens_cap = max_tokens_cap
         self.max_stop_sequences = max_stop_sequences
         self.deadline_s = deadline_s
+        self.stream_padding = stream_padding
 
     @property
     def model(self) -> LlamaModel:
@@ -274,19 +276,20 @@ class GenerationServing:
         stack: AsyncExitStack,
     ) -> AsyncIterator[bytes]:
         failure: APIError | None = None
+        pad = self.stream_padding
         try:
             first = shape.first()
             if first is not None:
-                yield _sse(first)
+                yield sse.event(first, pad)
             while True:
                 event = await _next(generation, job.deadline)
                 if isinstance(event, TextDelta):
-                    yield _sse(shape.delta(event.text))
+                    yield sse.event(shape.delta(event.text), pad)
                 elif isinstance(event, Finished):
                     self._account(session, event)
-                    yield _sse(shape.last(event.reason))
+                    yield sse.event(shape.last(event.reason), pad)
                     if shape.include_usage:
-                        yield _sse(shape.usage_only(_usage(event)))
+                        yield sse.event(shape.usage_only(_usage(event)), pad)
                     break
                 elif isinstance(event, Failed):
                     raise from_inference(event.error)
@@ -299,8 +302,8 @@ class GenerationServing:
             except APIError as exc:  # the receipt could not be written: the stream fails
                 failure = failure or exc
         if failure is not None:
-            yield _sse(envelope(failure))
-        yield _sse("[DONE]")
+            yield sse.event(envelope(failure), pad)
+        yield sse.done(pad)
 
 
 async def get_generation(
@@ -313,6 +316,7 @@ async def get_generation(
         max_tokens_cap=settings.max_tokens_cap,
         max_stop_sequences=settings.max_stop_sequences,
         deadline_s=settings.request_deadline_s,
+        stream_padding=settings.stream_padding_bytes,
     )
 
 
@@ -334,11 +338,6 @@ def _usage(finished: Finished) -> Usage:
         completion_tokens=finished.completion_tokens,
         total_tokens=finished.prompt_tokens + finished.completion_tokens,
     )
-
-
-def _sse(obj: dict[str, Any] | str) -> bytes:
-    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
-    return f"data: {data}\n\n".encode()
 
 
 async def _cancel_on_disconnect(request: Request, generation: Generation) -> None:

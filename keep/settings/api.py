@@ -40,6 +40,13 @@ class ApiSettings(View):
         4, ge=0, le=64, description="Most stop strings one request may give."
     )
     request_deadline_s: RequestDeadline
+    stream_padding_bytes: int = Field(
+        512,
+        ge=0,
+        le=65536,
+        description="Every streamed event is padded to a multiple of this many bytes, so that "
+        "encrypted record sizes do not follow token lengths (Whisper Leak). 0 turns it off.",
+    )
     max_embedding_inputs: int = Field(
         256, ge=1, le=100_000, description="Inputs one /v1/embeddings request may carry."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -125,6 +126,10 @@ def test_context_setting_reaches_the_engine(tmp_path: Path) -> None:
 def test_dev_key_banner_prints_a_working_curl_command(tmp_path: Path) -> None:
     server = start_server(tmp_path, free_port(), args=("--dev-key",))
     try:
+        # The banner follows readiness (the app's on_ready), so it may lag the probe a little.
+        deadline = time.monotonic() + 30
+        while "}]}'\n" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
         banner = server.log()
         keys = re.findall(r"export KEEP_API_KEY=(keep-\S+)", banner)
         assert len(keys) == 1
