@@ -17,7 +17,7 @@ from appliance.admin_socket import install_policy, serve_admin
 from appliance.auth import Grant, key_digest
 from appliance.journal import ReceiptLog, load_or_create_key
 from appliance.keep_api import documents, receipts, sessions
-from appliance.middleware import AccessLog, Authenticate, BodyLimit
+from appliance.middleware import AccessLog, Authenticate, BodyLimit, ClientConcurrency
 from appliance.openai.chat import router as chat
 from appliance.openai.completions import router as completions
 from appliance.openai.embeddings import router as embeddings
@@ -25,6 +25,7 @@ from appliance.openai.models import router as models
 from appliance.openai.models.serving import ModelServing
 from appliance.quotas import QuotaBook
 from appliance.sessions import SessionRegistry
+from appliance.shares import ClientShares
 from appliance.shield import ShieldedFastAPI
 from appliance.state import ApplianceState, app_state
 from inference.engine import Engine
@@ -121,8 +122,10 @@ def create_app(
             running,
             receipt_log,
             max_sessions=settings.max_sessions,
+            max_per_client=settings.client_max_sessions,
             idle_ttl_s=settings.session_idle_ttl_s,
         )
+        budget = MemoryBudget(settings.rag_memory_bytes)
         state = ApplianceState(
             settings=settings,
             engine=running,
@@ -133,7 +136,13 @@ def create_app(
             receipts=receipt_log,
             embedder=embedding,
             collection_limits=collection_limits(settings),
-            budget=MemoryBudget(settings.rag_memory_bytes),
+            budget=budget,
+            shares=ClientShares(
+                rag_budget=budget,
+                rag_bytes=settings.rag_client_memory_bytes,
+                max_requests=settings.client_max_requests,
+                embedding_inputs_per_minute=settings.client_embedding_inputs_per_minute,
+            ),
         )
         kept = policies.load(settings.state_dir)
         if kept is not None:  # checked when it was applied; checked against this model again
@@ -167,12 +176,14 @@ def create_app(
     errors.install(app)
     for module in (health, models, chat, completions, embeddings, sessions, documents, receipts):
         app.include_router(module.router)
-    # The last added runs first: the access log, then the key, then the body, then routing.
+    # The last added runs first: the access log, the key, the client's share of requests in
+    # flight, the body, then routing.
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         per_route=((documents.UPLOAD_ROUTE, settings.rag_max_upload_bytes),),
     )
+    app.add_middleware(ClientConcurrency, shares=lambda: app_state(app).shares)
     app.add_middleware(
         Authenticate,
         access=lambda: app_state(app).access,

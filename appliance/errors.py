@@ -10,7 +10,9 @@
     ├── MethodNotAllowed          405 method_not_allowed
     ├── PayloadTooLarge           413 payload_too_large
     ├── TooManyRequests           429 too_many_sessions (with Retry-After)
-    │   └── QuotaExceeded         429 quota_exceeded
+    │   ├── QuotaExceeded         429 quota_exceeded
+    │   ├── TooManyConcurrent     429 too_many_concurrent_requests
+    │   └── RateLimited           429 rate_limited (Retry-After: when there is room again)
     ├── NotReady                  503 not_ready
     │   └── ReceiptsUnavailable   503 receipts_unavailable
     └── RequestTimeout            504 deadline_exceeded
@@ -22,6 +24,7 @@ strings written here or in inference/errors.py: they never quote a request.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -41,7 +44,7 @@ class APIError(Exception):
     status: ClassVar[int] = 500
     type: ClassVar[str] = "server_error"
     code: ClassVar[str | None] = "internal_error"
-    headers: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    headers: Mapping[str, str] = MappingProxyType({})  # an instance may carry its own
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -108,6 +111,18 @@ class TooManyRequests(APIError):
 class QuotaExceeded(TooManyRequests):
     code = "quota_exceeded"
     headers = MappingProxyType({"Retry-After": "3600"})
+
+
+class TooManyConcurrent(TooManyRequests):
+    code = "too_many_concurrent_requests"
+
+
+class RateLimited(TooManyRequests):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.headers = MappingProxyType({"Retry-After": str(max(1, math.ceil(retry_after_s)))})
 
 
 class NotReady(APIError):

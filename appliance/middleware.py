@@ -1,5 +1,5 @@
-"""ASGI middleware, outermost first: the content-free access log, authentication, and the
-body-size limit.
+"""ASGI middleware, outermost first: the content-free access log, authentication, the
+client's share of requests in flight, and the body-size limit.
 
 Authentication comes before everything that reads the request: a caller without a valid key
 gets 401 (403 for a key used from another peer's address) before its body is read and before
@@ -19,7 +19,9 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.access import PRINCIPAL_SCOPE_KEY, Access
+from appliance.auth import Principal
 from appliance.errors import APIError, PayloadTooLarge, send_error
+from appliance.shares import ClientShares, client_of
 
 access_log = logging.getLogger("keep.access")
 
@@ -52,6 +54,31 @@ class Authenticate:
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal
         await self.app(scope, receive, send)
+
+
+class ClientConcurrency:
+    """A client's requests in flight, held from before the body is read until the response
+    has ended (a stream's last event included); past its share the request gets 429."""
+
+    def __init__(self, app: ASGIApp, *, shares: Callable[[], ClientShares]) -> None:
+        self.app = app
+        self.shares = shares
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = scope.get(PRINCIPAL_SCOPE_KEY)
+        if scope["type"] != "http" or not isinstance(principal, Principal):
+            await self.app(scope, receive, send)
+            return
+        shares, client = self.shares(), client_of(principal)
+        try:
+            shares.enter(client)
+        except APIError as exc:
+            await send_error(send, exc)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            shares.leave(client)
 
 
 class BodyLimit:

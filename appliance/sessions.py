@@ -3,6 +3,10 @@
 Invariants:
 - A session id is random and issued by the server; a client never chooses one.
 - A session is visible only to the principal that opened it; to anyone else it does not exist.
+- One client holds at most `max_per_client` live sessions (appliance.shares.client_of), so no
+  client can take every sequence. A session counts until its sequence is freed.
+- Only a request that succeeds refreshes a session's idle timer (`touch`): failures, 404s
+  and reads keep nobody's session alive.
 - One request at a time runs in a session; others wait in arrival order until the deadline.
 - Teardown frees the session's KV sequence. If a request is running, teardown cancels it and
   the sequence is freed as soon as that request lets go of it.
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from appliance.auth import Principal
 from appliance.errors import ReceiptsUnavailable, RequestTimeout, SessionNotFound, TooManyRequests
 from appliance.journal import ReceiptLog, ReceiptWriteError
+from appliance.shares import client_of
 from inference.engine import Engine, Generation, SequenceHandle
 from inference.errors import NoFreeSequence
 from rag.collection import Collection
@@ -35,6 +40,7 @@ log = logging.getLogger("keep.sessions")
 @dataclass(eq=False)
 class Session:
     id: str
+    share: str  # whose share of the appliance it counts in: appliance.shares.client_of
     owner: str
     peer_id: str
     client_id: str | None
@@ -60,6 +66,10 @@ class Session:
     def idle_for(self, now: float) -> float:
         return now - self.last_used
 
+    def touch(self) -> None:
+        """A request in this session succeeded: its idle timer starts again."""
+        self.last_used = time.monotonic()
+
 
 def rfc3339(t: float) -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
@@ -73,12 +83,15 @@ class SessionRegistry:
         receipts: ReceiptLog,
         *,
         max_sessions: int,
+        max_per_client: int,
         idle_ttl_s: float,
     ) -> None:
         self._engine = engine
         self._receipts = receipts
         self._model = engine.model.pinned
         self._max = max_sessions
+        self._max_per_client = max_per_client
+        self._per_client: dict[str, int] = {}
         self._ttl = idle_ttl_s
         self._live: dict[str, Session] = {}
         self._ephemeral: set[Session] = set()
@@ -92,12 +105,20 @@ class SessionRegistry:
             raise ReceiptsUnavailable("receipts cannot be written; no session can be opened")
         if len(self) >= self._max:
             raise TooManyRequests("too many live sessions; retry shortly")
+        client = client_of(principal)
+        held = self._per_client.get(client, 0)
+        if held >= self._max_per_client:
+            raise TooManyRequests(
+                f"this client holds {self._max_per_client} live sessions; close one or retry"
+            )
         try:
             seq = self._engine.acquire_sequence()
         except NoFreeSequence:
             raise TooManyRequests("too many live sessions; retry shortly") from None
+        self._per_client[client] = held + 1
         session = Session(
             id="sess_" + secrets.token_urlsafe(24),
+            share=client,
             owner=principal.digest,
             peer_id=principal.peer_id,
             client_id=principal.client_id,
@@ -148,11 +169,25 @@ class SessionRegistry:
 
     async def _teardown(self, session: Session) -> None:
         self._ephemeral.discard(session)
-        if session.collection is not None:
-            session.collection.close()
-            session.collection = None
-        await asyncio.wrap_future(self._engine.release_sequence(session.seq))
+        try:
+            if session.collection is not None:
+                session.collection.close()
+                session.collection = None
+            await asyncio.wrap_future(self._engine.release_sequence(session.seq))
+        finally:
+            self._leave(session.share)
         await self._issue_receipt(session)
+
+    def _leave(self, client: str) -> None:
+        held = self._per_client.get(client, 0) - 1
+        if held > 0:
+            self._per_client[client] = held
+        else:
+            self._per_client.pop(client, None)
+
+    def held_by(self, client: str) -> int:
+        """Live sessions the client holds, those whose sequence is not yet freed included."""
+        return self._per_client.get(client, 0)
 
     async def _issue_receipt(self, session: Session) -> None:
         fields = {
@@ -201,7 +236,6 @@ class SessionRegistry:
                 yield session
             finally:
                 session.running = None
-                session.last_used = time.monotonic()
                 session.lock.release()
         finally:
             if session.ephemeral:

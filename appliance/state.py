@@ -15,6 +15,7 @@ from appliance.journal import ReceiptLog
 from appliance.openai.models.serving import ModelServing
 from appliance.quotas import QuotaBook
 from appliance.sessions import SessionRegistry
+from appliance.shares import ClientShares
 from inference.engine import Engine
 from inference.registry import PinnedModel
 from keep.settings import ApplianceSettings
@@ -34,6 +35,7 @@ class ApplianceState:
     embedder: Embedder
     collection_limits: CollectionLimits
     budget: MemoryBudget
+    shares: ClientShares
 
     @property
     def pinned(self) -> PinnedModel:
@@ -86,8 +88,8 @@ async def get_collection_limits(request: Request) -> CollectionLimits:
     return get_state(request).collection_limits
 
 
-async def get_budget(request: Request) -> MemoryBudget:
-    return get_state(request).budget
+async def get_shares(request: Request) -> ClientShares:
+    return get_state(request).shares
 
 
 async def require_principal(request: Request) -> Principal:
@@ -107,5 +109,5 @@ QuotasDep = Annotated[QuotaBook, Depends(get_quotas)]
 JournalDep = Annotated[ReceiptLog, Depends(get_journal)]
 EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
 CollectionLimitsDep = Annotated[CollectionLimits, Depends(get_collection_limits)]
-BudgetDep = Annotated[MemoryBudget, Depends(get_budget)]
+SharesDep = Annotated[ClientShares, Depends(get_shares)]
 Caller = Annotated[Principal, Depends(require_principal)]

@@ -24,6 +24,7 @@ class Chunk:
     text: str
     start: int
     end: int
+    tokens: int = 0  # the embedder's tokens in it, what an upload is charged
 
 
 def _spans(text: str, offsets: Offsets) -> Iterator[tuple[int, int]]:
@@ -52,7 +53,7 @@ def chunk_text(
         if max_chunks is not None and len(chunks) >= max_chunks:
             raise TooManyChunks(f"a session may hold at most {max_chunks} more chunks")
         start, end = spans[0][0], spans[-1][1]
-        chunks.append(Chunk(text=text[start:end], start=start, end=end))
+        chunks.append(Chunk(text=text[start:end], start=start, end=end, tokens=len(spans)))
 
     pending = False  # the window holds a full chunk not yet known to be the last
     for span in _spans(text, offsets):

@@ -40,10 +40,15 @@ class CollectionLimits:
 
 
 class MemoryBudget:
-    """Bytes of RAM that all collections together may hold."""
+    """Bytes of RAM that collections together may hold: all of them (the appliance's budget),
+    or one client's, whose budget is taken from the appliance's as well (`parent`)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self, limit: int, *, parent: MemoryBudget | None = None, owner: str = "the appliance's"
+    ) -> None:
         self.limit = limit
+        self.parent = parent
+        self._owner = owner
         self._used = 0
         self._lock = threading.Lock()
 
@@ -51,19 +56,29 @@ class MemoryBudget:
     def used(self) -> int:
         return self._used
 
+    def _full(self) -> MemoryBudgetExceeded:
+        return MemoryBudgetExceeded(f"{self._owner} RAM budget for documents is full")
+
     def check(self, n: int) -> None:
         if self._used + n > self.limit:
-            raise MemoryBudgetExceeded("the appliance's RAM budget for documents is full")
+            raise self._full()
+        if self.parent is not None:
+            self.parent.check(n)
 
     def take(self, n: int) -> None:
         with self._lock:
             if self._used + n > self.limit:
-                raise MemoryBudgetExceeded("the appliance's RAM budget for documents is full")
+                raise self._full()
+            if self.parent is not None:
+                self.parent.take(n)  # raises, and nothing is taken, if the appliance is full
             self._used += n
 
     def give(self, n: int) -> None:
         with self._lock:
-            self._used = max(0, self._used - n)
+            given = min(n, self._used)
+            self._used -= given
+            if self.parent is not None:
+                self.parent.give(given)
 
 
 @dataclass(frozen=True)

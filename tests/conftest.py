@@ -41,6 +41,10 @@ ENGINE_SETTINGS: dict[str, Any] = {
     "n_ctx_per_session": 1024,
     "max_tokens_cap": 256,
     "dev_api_key": TEST_KEY,
+    # One dev key stands in for the many clients of a real appliance; the fair-share tests
+    # (tests/integration/test_shares.py) run on the defaults.
+    "client_max_sessions": 8,
+    "client_max_requests": 64,
 }
 
 

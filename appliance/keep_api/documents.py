@@ -17,16 +17,19 @@ from pydantic import ValidationError
 from appliance import multipart
 from appliance.errors import InvalidRequest, NotFound, from_validation
 from appliance.keep_api.protocol import DocumentDeleted, DocumentList, DocumentOut, DocumentsIn
+from appliance.quotas import QuotaBook
 from appliance.sessions import Session, SessionRegistry
+from appliance.shares import ClientShares
 from appliance.state import (
-    BudgetDep,
     Caller,
     CollectionLimitsDep,
     EmbedderDep,
+    QuotasDep,
     SessionsDep,
     SettingsDep,
+    SharesDep,
 )
-from rag.collection import Collection, CollectionLimits, Document, MemoryBudget, PreparedDocument
+from rag.collection import Collection, CollectionLimits, Document, PreparedDocument
 from rag.embedder import Embedder
 from rag.parsing import to_text
 
@@ -45,25 +48,31 @@ class DocumentServing:
         *,
         embedder: Embedder,
         limits: CollectionLimits,
-        budget: MemoryBudget,
+        shares: ClientShares,
+        quotas: QuotaBook,
         deadline_s: float,
     ) -> None:
         self.sessions = sessions
         self.embedder = embedder
         self.limits = limits
-        self.budget = budget
+        self.shares = shares
+        self.quotas = quotas
         self.deadline_s = deadline_s
 
     def _collection_of(self, session: Session) -> Collection:
         if session.collection is None:
+            # The client's budget, which takes from the appliance's as well.
             session.collection = Collection(
-                embedder=self.embedder, limits=self.limits, budget=self.budget
+                embedder=self.embedder, limits=self.limits, budget=self.shares.budget(session.share)
             )
         return session.collection
 
     async def add(self, session: Session, uploads: list[Upload]) -> list[Document]:
+        """Parse, chunk, embed and add. The upload counts in the client's quota (a request,
+        its chunks' tokens) and its chunks in the client's embedding share."""
         embedder = self.embedder
         deadline = time.monotonic() + self.deadline_s
+        self.quotas.admit(session.client_id)
         async with self.sessions.use(session, deadline=deadline):
             collection = self._collection_of(session)
 
@@ -74,11 +83,14 @@ class DocumentServing:
                     text = to_text(name, content_type, data, self.limits.parsing)
                     prepared.append(collection.prepare(name, text, len(data), also=prepared))
                 collection.check_room(prepared)  # before the costly part: embedding
+                self.shares.spend(session.share, sum(len(p.chunks) for p in prepared))
                 return prepared
 
             prepared = await embedder.run(prepare)
             vectors = await embedder.encode_async([c.text for p in prepared for c in p.chunks])
             added: list[Document] = await embedder.run(collection.add, prepared, vectors)
+            self.quotas.charge(session.client_id, sum(c.tokens for p in prepared for c in p.chunks))
+            session.touch()
         return added
 
     async def remove(self, session: Session, document_id: str) -> None:
@@ -87,20 +99,23 @@ class DocumentServing:
             collection = session.collection
             if collection is None or not await self.embedder.run(collection.remove, document_id):
                 raise NotFound("no such document", param="document_id")
+            session.touch()
 
 
 async def get_documents(
     sessions: SessionsDep,
     embedder: EmbedderDep,
     limits: CollectionLimitsDep,
-    budget: BudgetDep,
+    shares: SharesDep,
+    quotas: QuotasDep,
     settings: SettingsDep,
 ) -> DocumentServing:
     return DocumentServing(
         sessions,
         embedder=embedder,
         limits=limits,
-        budget=budget,
+        shares=shares,
+        quotas=quotas,
         deadline_s=settings.request_deadline_s,
     )
 

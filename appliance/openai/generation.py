@@ -244,6 +244,7 @@ class GenerationServing:
         )
 
     def _account(self, session: Session, finished: Finished) -> None:
+        session.touch()  # only a request that succeeds keeps its session alive
         session.requests += 1
         session.prompt_tokens += finished.prompt_tokens
         session.completion_tokens += finished.completion_tokens

@@ -25,6 +25,27 @@ class ApiSettings(View):
         description="Live sessions at once, ephemeral ones included. Each owns one KV "
         "sequence; past this a request gets 429.",
     )
+    client_max_sessions: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Live sessions one client may hold at once, ephemeral ones included, so "
+        "that no client can take every KV sequence; past this it gets 429.",
+    )
+    client_max_requests: int = Field(
+        8,
+        ge=1,
+        le=4096,
+        description="Requests one client may have in flight at once, streams until their last "
+        "event; past this it gets 429 before its body is read.",
+    )
+    client_embedding_inputs_per_minute: int = Field(
+        4096,
+        ge=1,
+        le=10_000_000,
+        description="Texts one client may embed per minute: /v1/embeddings inputs and uploaded "
+        "documents' chunks. A token bucket; past it a request gets 429 with Retry-After.",
+    )
     session_idle_ttl_s: float = Field(
         600.0, gt=0, le=86400, description="A session idle this long is torn down."
     )

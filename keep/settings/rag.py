@@ -77,6 +77,13 @@ class RagSettings(View):
         le=1 << 40,
         description="RAM all collections together may hold; past it an upload gets 413.",
     )
+    rag_client_memory_bytes: int = Field(
+        512 << 20,
+        ge=1 << 16,
+        le=1 << 40,
+        description="RAM one client's collections together may hold, out of "
+        "`rag_memory_bytes`; past it the client's upload gets 413.",
+    )
     rag_top_k: int = Field(5, ge=1, le=100, description="Passages retrieved by default.")
     rag_min_score: float = Field(
         0.0, ge=-1.0, le=1.0, description="Lowest cosine similarity a passage may have."

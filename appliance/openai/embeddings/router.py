@@ -8,13 +8,17 @@ from fastapi import APIRouter, Depends
 
 from appliance.openai.embeddings.protocol import EmbeddingRequest
 from appliance.openai.embeddings.serving import EmbeddingServing
-from appliance.state import Caller, EmbedderDep, SettingsDep
+from appliance.state import Caller, EmbedderDep, QuotasDep, SettingsDep, SharesDep
 
 router = APIRouter()
 
 
-async def get_embeddings(embedder: EmbedderDep, settings: SettingsDep) -> EmbeddingServing:
-    return EmbeddingServing(embedder, max_inputs=settings.max_embedding_inputs)
+async def get_embeddings(
+    embedder: EmbedderDep, settings: SettingsDep, quotas: QuotasDep, shares: SharesDep
+) -> EmbeddingServing:
+    return EmbeddingServing(
+        embedder, max_inputs=settings.max_embedding_inputs, quotas=quotas, shares=shares
+    )
 
 
 EmbeddingsDep = Annotated[EmbeddingServing, Depends(get_embeddings)]
@@ -26,4 +30,4 @@ async def create_embeddings(
     principal: Caller,
     embeddings: EmbeddingsDep,
 ) -> dict[str, Any]:
-    return await embeddings.create(body)
+    return await embeddings.create(body, principal)

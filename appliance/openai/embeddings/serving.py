@@ -5,17 +5,27 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from appliance.auth import Principal
 from appliance.errors import InvalidRequest, ModelNotFound
 from appliance.openai.embeddings.protocol import EmbeddingRequest
+from appliance.quotas import QuotaBook
+from appliance.shares import ClientShares, client_of
 from rag.embedder import Embedder
 
 
 class EmbeddingServing:
-    def __init__(self, embedder: Embedder, *, max_inputs: int) -> None:
+    """An embeddings request counts in the client's quota (one request, its tokens) and its
+    inputs in the client's embedding share."""
+
+    def __init__(
+        self, embedder: Embedder, *, max_inputs: int, quotas: QuotaBook, shares: ClientShares
+    ) -> None:
         self.embedder = embedder
         self.max_inputs = max_inputs
+        self.quotas = quotas
+        self.shares = shares
 
-    async def create(self, body: EmbeddingRequest) -> dict[str, Any]:
+    async def create(self, body: EmbeddingRequest, principal: Principal) -> dict[str, Any]:
         embedder = self.embedder
         if body.model != embedder.name:
             raise ModelNotFound("the requested model does not exist", param="model")
@@ -24,8 +34,15 @@ class EmbeddingServing:
             raise InvalidRequest(f"at most {self.max_inputs} inputs are accepted", param="input")
         if any(not text for text in texts):
             raise InvalidRequest("an input is empty", param="input")
+        self.quotas.admit(principal.client_id)
+        try:
+            self.shares.spend(client_of(principal), len(texts))
+        except BaseException:
+            self.quotas.refund(principal.client_id)
+            raise
         vectors = await embedder.encode_async(texts)
         tokens = await embedder.run(embedder.count_tokens, texts)
+        self.quotas.charge(principal.client_id, tokens)
         data = []
         for i, vector in enumerate(vectors):
             embedding: Any = (
