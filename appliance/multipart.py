@@ -19,6 +19,8 @@ MAX_PARTS = 1024
 
 @dataclass
 class Part:
+    # Header values as latin-1, which maps every byte and loses none: a filename in UTF-8
+    # (as browsers and httpx send it) is decoded from those bytes by `filename`.
     headers: dict[str, str] = field(default_factory=dict)
     data: bytearray = field(default_factory=bytearray)
 
@@ -57,7 +59,7 @@ def parse(content_type: str, body: bytes) -> list[Part]:
 
     def on_header_end() -> None:
         key = header_field.decode("latin-1").lower()
-        parts[-1].headers[key] = header_value.decode("utf-8", "replace")
+        parts[-1].headers[key] = header_value.decode("latin-1")
         header_field.clear()
         header_value.clear()
 

@@ -150,6 +150,17 @@ def test_multipart_upload_of_text_pdf_and_docx(client: TestClient) -> None:
     client.delete(f"/v1/sessions/{session}")
 
 
+def test_a_file_name_outside_latin_1_is_kept(client: TestClient) -> None:
+    # Found by tests/integration/test_fuzz.py: a UTF-8 file name was a 500.
+    session = client.post("/v1/sessions").json()["id"]
+    names = ["Договор аренды.txt", "契約.md", "Ā.txt"]
+    files = [("file", (name, b"A clause.", "text/plain")) for name in names]
+    r = client.post(f"/v1/sessions/{session}/documents", files=files)
+    assert r.status_code == 201, r.text
+    assert [d["name"] for d in r.json()["data"]] == names
+    client.delete(f"/v1/sessions/{session}")
+
+
 def test_a_5_mib_multipart_upload_never_touches_disk(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
