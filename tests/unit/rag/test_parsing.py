@@ -87,13 +87,13 @@ def test_other_formats_are_refused() -> None:
         to_text("x.png", "image/png", b"\x89PNG")
 
 
-def docx_bomb(text_bytes: int, *, run: int = 1000) -> bytes:
+def docx_bomb(text_bytes: int, *, run: int = 1000, fill: str = "a") -> bytes:
     """A real DOCX whose document.xml repeats one run until it holds `text_bytes` of text:
-    a few hundred KB that inflate to tens of MB."""
+    a few hundred KB that inflate to tens of MB. Each run is `fill` repeated."""
     source = zipfile.ZipFile(io.BytesIO(docx_bytes("seed")))
     xml = source.read("word/document.xml").decode()
     head, tail = xml.split("<w:body>", 1)
-    runs = ("<w:r><w:t>" + "a" * (run - 1) + " </w:t></w:r>") * (text_bytes // run)
+    runs = ("<w:r><w:t>" + (fill * run)[: run - 1] + " </w:t></w:r>") * (text_bytes // run)
     body = f"{head}<w:body><w:p>{runs}</w:p>{tail}"
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as bomb:
