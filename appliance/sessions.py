@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from appliance.auth import Principal
 from appliance.errors import ReceiptsUnavailable, RequestTimeout, SessionNotFound, TooManyRequests
 from appliance.journal import ReceiptLog, ReceiptWriteError
-from appliance.shares import client_of
+from appliance.shares import Tally, client_of
 from inference.engine import Engine, Generation, SequenceHandle
 from inference.errors import NoFreeSequence
 from rag.collection import Collection
@@ -91,7 +91,7 @@ class SessionRegistry:
         self._model = engine.model.pinned
         self._max = max_sessions
         self._max_per_client = max_per_client
-        self._per_client: dict[str, int] = {}
+        self._per_client = Tally()
         self._ttl = idle_ttl_s
         self._live: dict[str, Session] = {}
         self._ephemeral: set[Session] = set()
@@ -106,8 +106,7 @@ class SessionRegistry:
         if len(self) >= self._max:
             raise TooManyRequests("too many live sessions; retry shortly")
         client = client_of(principal)
-        held = self._per_client.get(client, 0)
-        if held >= self._max_per_client:
+        if self._per_client[client] >= self._max_per_client:
             raise TooManyRequests(
                 f"this client holds {self._max_per_client} live sessions; close one or retry"
             )
@@ -115,7 +114,7 @@ class SessionRegistry:
             seq = self._engine.acquire_sequence()
         except NoFreeSequence:
             raise TooManyRequests("too many live sessions; retry shortly") from None
-        self._per_client[client] = held + 1
+        self._per_client.add(client)
         session = Session(
             id="sess_" + secrets.token_urlsafe(24),
             share=client,
@@ -175,19 +174,12 @@ class SessionRegistry:
                 session.collection = None
             await asyncio.wrap_future(self._engine.release_sequence(session.seq))
         finally:
-            self._leave(session.share)
+            self._per_client.drop(session.share)
         await self._issue_receipt(session)
-
-    def _leave(self, client: str) -> None:
-        held = self._per_client.get(client, 0) - 1
-        if held > 0:
-            self._per_client[client] = held
-        else:
-            self._per_client.pop(client, None)
 
     def held_by(self, client: str) -> int:
         """Live sessions the client holds, those whose sequence is not yet freed included."""
-        return self._per_client.get(client, 0)
+        return self._per_client[client]
 
     async def _issue_receipt(self, session: Session) -> None:
         fields = {

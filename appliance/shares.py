@@ -30,6 +30,26 @@ def client_of(principal: Principal) -> str:
     return principal.client_id if principal.client_id is not None else "key:" + principal.digest
 
 
+class Tally:
+    """What each client holds of one thing, with no entry for a client that holds none."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}
+
+    def __getitem__(self, client: str) -> int:
+        return self._held.get(client, 0)
+
+    def add(self, client: str) -> None:
+        self._held[client] = self[client] + 1
+
+    def drop(self, client: str) -> None:
+        held = self[client] - 1
+        if held > 0:
+            self._held[client] = held
+        else:
+            self._held.pop(client, None)
+
+
 @dataclass
 class _Bucket:
     level: float
@@ -53,29 +73,24 @@ class ClientShares:
         self._capacity = float(embedding_inputs_per_minute)
         self._clock = clock
         self._lock = threading.Lock()  # spend and budget run on the embedder's thread too
-        self._in_flight: dict[str, int] = {}
+        self._in_flight = Tally()
         self._budgets: dict[str, MemoryBudget] = {}
         self._buckets: dict[str, _Bucket] = {}
 
     # Requests in flight: called on the event loop only.
 
     def enter(self, client: str) -> None:
-        held = self._in_flight.get(client, 0)
-        if held >= self._max_requests:
+        if self._in_flight[client] >= self._max_requests:
             raise TooManyConcurrent(
                 f"this client has {self._max_requests} requests in flight; retry when one ends"
             )
-        self._in_flight[client] = held + 1
+        self._in_flight.add(client)
 
     def leave(self, client: str) -> None:
-        held = self._in_flight.get(client, 0) - 1
-        if held > 0:
-            self._in_flight[client] = held
-        else:
-            self._in_flight.pop(client, None)
+        self._in_flight.drop(client)
 
     def in_flight(self, client: str) -> int:
-        return self._in_flight.get(client, 0)
+        return self._in_flight[client]
 
     # RAM for documents. A client's budget object is kept for the process's life: its
     # collections hold it, and a second object would be a second share.

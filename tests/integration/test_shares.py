@@ -164,14 +164,19 @@ def test_embedding_inputs_per_minute_count_embeddings_and_uploads(
     client.delete(f"/v1/sessions/{sid}")
 
 
-def test_embeddings_and_uploads_count_in_the_quota(serve_inproc: ServerFactory) -> None:
+def with_quota(serve_inproc: ServerFactory, **quota: int) -> str:
+    """A server whose policy gives KEY_A's client (client-peer-a) this quota."""
     settings = state_settings()
     base = serve_inproc(**settings)
-    quota = [{"client_id": "client-peer-a", "requests_per_day": 3}]
+    quotas = [{"client_id": "client-peer-a", **quota}]
     with admin(settings["admin_socket"]) as control:
-        assert control.put(
-            "/admin/policy", json=policy(1, {KEY_A: "peer-a"}, quotas=quota)
-        ).is_success
+        applied = control.put("/admin/policy", json=policy(1, {KEY_A: "peer-a"}, quotas=quotas))
+        assert applied.is_success
+    return base
+
+
+def test_embeddings_and_uploads_count_in_the_quota(serve_inproc: ServerFactory) -> None:
+    base = with_quota(serve_inproc, requests_per_day=3)
     auth = {"Authorization": f"Bearer {KEY_A}"}
     with httpx.Client(base_url=base, headers=auth, timeout=60) as http:
         embedded = http.post("/v1/embeddings", json={"model": EMBEDDER, "input": "x"})
@@ -187,13 +192,7 @@ def test_embeddings_and_uploads_count_in_the_quota(serve_inproc: ServerFactory) 
 
 
 def test_embedding_tokens_count_in_the_quota(serve_inproc: ServerFactory) -> None:
-    settings = state_settings()
-    base = serve_inproc(**settings)
-    quota = [{"client_id": "client-peer-a", "tokens_per_day": 50}]
-    with admin(settings["admin_socket"]) as control:
-        assert control.put(
-            "/admin/policy", json=policy(1, {KEY_A: "peer-a"}, quotas=quota)
-        ).is_success
+    base = with_quota(serve_inproc, tokens_per_day=50)
     auth = {"Authorization": f"Bearer {KEY_A}"}
     body = {"model": EMBEDDER, "input": ["one two three four five six"] * 10}
     first = httpx.post(base + "/v1/embeddings", json=body, headers=auth, timeout=60)
