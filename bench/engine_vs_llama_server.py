@@ -179,6 +179,9 @@ def main() -> int:
         "KEEP_DEV_API_KEY": KEY,
         "KEEP_N_THREADS": str(args.threads),
         "KEEP_MAX_SESSIONS": str(slots),
+        # One key drives every stream here, so its fair share is the whole appliance.
+        "KEEP_CLIENT_MAX_SESSIONS": str(slots),
+        "KEEP_CLIENT_MAX_REQUESTS": str(slots),
         "KEEP_N_CTX_PER_SESSION": str(ctx),
         "KEEP_MAX_TOKENS_CAP": str(args.tokens),
         "KEEP_LOG_LEVEL": "warning",
