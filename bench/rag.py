@@ -77,6 +77,9 @@ def bench_ingest(embedder: Embedder, n_docs: int) -> None:
         "HF_HUB_OFFLINE": "1",
         "KEEP_RAG_MAX_DOCUMENTS_PER_SESSION": "100000",
         "KEEP_RAG_MAX_CHUNKS_PER_SESSION": "10000000",
+        # One client measures ingest here: the embedder is all its own.
+        "KEEP_CLIENT_EMBEDDING_INPUTS_PER_MINUTE": "10000000",
+        "KEEP_RAG_CLIENT_MEMORY_BYTES": str(1 << 30),
     }
     cmd = [str(Path(sys.executable).parent / "keep"), "serve", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
