@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from appliance import errors, health
 from appliance import policy as policies
+from appliance.openai.protocol import IgnoredFields
 from appliance.shield import ShieldedFastAPI
 from appliance.state import ApplianceState, app_state
 from durable import bind_unix_socket
@@ -78,6 +79,7 @@ async def status(request: Request) -> dict[str, Any]:
         "sessions": len(state.sessions),
         "peers": sorted(p.address for p in policy.peers) if policy else [],
         "model": {"name": state.pinned.name, "sha256": state.pinned.sha256},
+        "ignored_client_fields": IgnoredFields.count,
     }
 
 

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+from inference import logprobs
 from inference.errors import (
     Cancelled,
     ContextOverflow,
@@ -47,6 +48,7 @@ from inference.generation import (
     SequenceHandle,
     Started,
     TextDelta,
+    TokenLogprobs,
 )
 from inference.model import LlamaModel
 from inference.sampling import SamplerChain
@@ -63,6 +65,7 @@ __all__ = [
     "SequenceHandle",
     "Started",
     "TextDelta",
+    "TokenLogprobs",
 ]
 
 log = logging.getLogger("keep.inference")
@@ -358,6 +361,10 @@ class Engine:
             self._complete(slot, "stop")
             return
         slot.n_gen += 1
+        if slot.request.logprobs is not None:
+            logits = model.logits(slot.logits_at)
+            entry = logprobs.entry(logits, token, slot.request.logprobs, model.piece)
+            slot.gen.emit(TokenLogprobs(entry))
         delta = slot.text.push(model.piece(token))
         if delta:
             slot.gen.emit(TextDelta(delta))

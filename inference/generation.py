@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from inference.errors import InferenceError
+from inference.logprobs import TokenLogprob
 from inference.sampling import SamplingParams
 
 FinishReason = Literal["stop", "length"]
@@ -31,6 +32,8 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: Sequence[str] = ()
     deadline: float = float("inf")  # time.monotonic() value
+    # None: no log-probabilities. n >= 0: each token's, with its n most likely alternatives.
+    logprobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,14 @@ class Started:
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """A sampled token's log-probability, sent before the text it produces (which may come
+    later, joined with other tokens' text, or never, when a stop string swallows it)."""
+
+    entry: TokenLogprob
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,7 @@ class Failed:
     error: InferenceError
 
 
-Event = Started | TextDelta | Finished | Failed
+Event = Started | TokenLogprobs | TextDelta | Finished | Failed
 
 
 class Generation:

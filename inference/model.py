@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import llama_cpp
+import numpy as np
 
 from inference import backends
 from inference.errors import InferenceError, ModelLoadError
@@ -174,6 +175,12 @@ class LlamaModel:
             buf = ctypes.create_string_buffer(-n)
             n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
         return buf.raw[:n]
+
+    def logits(self, index: int) -> np.ndarray:
+        """The logits row of batch entry `index` of the last decode, as a view into
+        llama.cpp's buffer: valid until the next decode. Worker thread only."""
+        row = llama_cpp.llama_get_logits_ith(self._ctx, index)
+        return np.ctypeslib.as_array(row, shape=(self.n_vocab,))
 
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))

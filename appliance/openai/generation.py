@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import Annotated, Any, Protocol
 
@@ -42,7 +42,9 @@ from inference.engine import (
     Generation,
     GenerationRequest,
     TextDelta,
+    TokenLogprobs,
 )
+from inference.logprobs import TokenLogprob
 from inference.model import LlamaModel
 from inference.sampling import Grammar, SamplingParams
 
@@ -57,10 +59,12 @@ class Shape(Protocol):
     include_usage: bool
 
     def first(self) -> dict[str, Any] | None: ...
-    def delta(self, text: str) -> dict[str, Any]: ...
-    def last(self, reason: str) -> dict[str, Any]: ...
+    def delta(self, text: str, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]: ...
+    def last(self, reason: str, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]: ...
     def usage_only(self, usage: Usage) -> dict[str, Any]: ...
-    def complete(self, text: str, reason: str, usage: Usage) -> dict[str, Any]: ...
+    def complete(
+        self, text: str, reason: str, usage: Usage, logprobs: Sequence[TokenLogprob]
+    ) -> dict[str, Any]: ...
 
 
 def new_id(prefix: str) -> str:
@@ -155,6 +159,7 @@ class GenerationServing:
         *,
         requested_max: int | None,
         grammar: Grammar | None,
+        logprobs: int | None = None,
     ) -> GenerationRequest:
         n_ctx = self.model.n_ctx_per_seq
         if not prompt:
@@ -201,6 +206,7 @@ class GenerationServing:
             sampling=sampling,
             stop=stops,
             deadline=time.monotonic() + self.deadline_s,
+            logprobs=logprobs,
         )
 
     async def run(
@@ -258,13 +264,16 @@ class GenerationServing:
         shape: Shape,
     ) -> dict[str, Any]:
         parts: list[str] = []
+        entries: list[TokenLogprob] = []
         while True:
             event = await _next(generation, job.deadline)
             if isinstance(event, TextDelta):
                 parts.append(event.text)
+            elif isinstance(event, TokenLogprobs):
+                entries.append(event.entry)
             elif isinstance(event, Finished):
                 self._account(session, event)
-                return shape.complete("".join(parts), event.reason, _usage(event))
+                return shape.complete("".join(parts), event.reason, _usage(event), entries)
             elif isinstance(event, Failed):
                 raise from_inference(event.error)
 
@@ -278,6 +287,7 @@ class GenerationServing:
     ) -> AsyncIterator[bytes]:
         failure: APIError | None = None
         pad = self.stream_padding
+        pending: list[TokenLogprob] = []  # tokens whose text has not been sent yet
         try:
             first = shape.first()
             if first is not None:
@@ -285,10 +295,13 @@ class GenerationServing:
             while True:
                 event = await _next(generation, job.deadline)
                 if isinstance(event, TextDelta):
-                    yield sse.event(shape.delta(event.text), pad)
+                    yield sse.event(shape.delta(event.text, pending), pad)
+                    pending = []
+                elif isinstance(event, TokenLogprobs):
+                    pending.append(event.entry)
                 elif isinstance(event, Finished):
                     self._account(session, event)
-                    yield sse.event(shape.last(event.reason), pad)
+                    yield sse.event(shape.last(event.reason, pending), pad)
                     if shape.include_usage:
                         yield sse.event(shape.usage_only(_usage(event)), pad)
                     break

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 INT64 = 2**63
@@ -45,6 +45,28 @@ class Wire(BaseModel):
                 "string_unicode", "Input should be Unicode text (it holds a lone surrogate)"
             )
         return value
+
+
+class IgnoredFields:
+    """How many unknown keys clients sent inside objects that tolerate them (messages, a
+    `json_schema`). Their names are client data: only the count is kept, never a name."""
+
+    count = 0
+
+
+class Lenient(Wire):
+    """A nested object in which unknown keys are ignored, and only counted, as clients send
+    fields of newer API versions (`refusal`, `annotations`, ...) inside messages."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _drop_unknown(self) -> Lenient:
+        extra = self.__pydantic_extra__
+        if extra:
+            IgnoredFields.count += len(extra)
+            extra.clear()
+        return self
 
 
 class StreamOptions(Wire):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -57,6 +59,42 @@ def test_openai_client_lists_models_and_completes_text(ai: openai.OpenAI) -> Non
     assert completion.choices[0].text
     assert completion.usage is not None
     assert completion.usage.completion_tokens <= 4
+
+
+def test_openai_client_reads_logprobs_sync_async_and_streamed(ai: openai.OpenAI) -> None:
+    request: dict[str, Any] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Name a colour."}],
+        "temperature": 0,
+        "max_tokens": 8,
+        "logprobs": True,
+        "top_logprobs": 3,
+    }
+    whole = ai.chat.completions.create(**request)
+    content = whole.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None
+    assert whole.usage is not None
+    assert len(content) == whole.usage.completion_tokens
+    assert all(t.logprob <= 0 and t.top_logprobs[0].token == t.token for t in content)
+    streamed = [
+        entry
+        for chunk in ai.chat.completions.create(**request, stream=True)
+        for choice in chunk.choices
+        if choice.logprobs is not None and choice.logprobs.content
+        for entry in choice.logprobs.content
+    ]
+    assert [t.token for t in streamed] == [t.token for t in content]
+
+    async def asynchronous() -> list[str]:
+        async with openai.AsyncOpenAI(base_url=str(ai.base_url), api_key=ai.api_key) as client:
+            answer = await client.chat.completions.create(**request)
+            assert answer.choices[0].logprobs is not None
+            return [t.token for t in answer.choices[0].logprobs.content or []]
+
+    assert asyncio.run(asynchronous()) == [t.token for t in content]
+    legacy = ai.completions.create(model=MODEL, prompt="One, two,", max_tokens=4, logprobs=2)
+    assert legacy.choices[0].logprobs is not None
+    assert "".join(legacy.choices[0].logprobs.tokens or []) == legacy.choices[0].text
 
 
 def test_openai_client_raises_its_own_errors(ai: openai.OpenAI, keep_server: LiveServer) -> None:

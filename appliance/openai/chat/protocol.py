@@ -4,28 +4,48 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
-from appliance.openai.protocol import INT64, GenerationFields, Wire
+from appliance.openai.protocol import INT64, GenerationFields, Lenient, Wire
+from inference.logprobs import MAX_TOP
 
 
-class TextPart(Wire):
+class TextPart(Lenient):
     type: Literal["text"]
     text: str
 
 
-class ChatMessageIn(Wire):
+class MediaPart(Lenient):
+    """An image, audio or file part: parsed only to be refused by name."""
+
+    type: Literal["image_url", "input_image", "image", "input_audio", "audio", "file"]
+
+
+class ChatMessageIn(Lenient):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | Annotated[list[TextPart], Field(min_length=1)]
+    content: str | Annotated[list[TextPart | MediaPart], Field(min_length=1)]
     name: Annotated[str, Field(max_length=64)] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_only(
+        cls, value: str | list[TextPart | MediaPart]
+    ) -> str | list[TextPart | MediaPart]:
+        if isinstance(value, list) and any(isinstance(part, MediaPart) for part in value):
+            raise PydanticCustomError(
+                "media_unsupported",
+                "the model takes text only: image, audio and file parts are not accepted",
+            )
+        return value
 
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
 
 
-class JsonSchemaSpec(Wire):
+class JsonSchemaSpec(Lenient):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
     description: str | None = None
     schema_: Annotated[dict[str, Any], Field(alias="schema")]
@@ -65,4 +85,6 @@ class ChatCompletionRequest(GenerationFields):
     messages: Annotated[list[ChatMessageIn], Field(min_length=1, max_length=4096)]
     max_completion_tokens: Annotated[int, Field(ge=1, lt=INT64)] | None = None
     response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP)] | None = None
     keep: KeepOptions | None = None

@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -22,9 +22,11 @@ from appliance.openai.chat.protocol import (
     JsonSchemaFormat,
 )
 from appliance.openai.generation import GenerationServing, ShapeBase
+from appliance.openai.logprobs import chat_content
 from appliance.openai.protocol import Usage
 from inference import grammar as grammars
 from inference.grammar import SchemaLimits
+from inference.logprobs import TokenLogprob
 from inference.sampling import Grammar
 from inference.template import ChatMessage, Role
 from rag.embedder import Embedder
@@ -47,28 +49,42 @@ class ChatShape(ShapeBase):
         super().__init__(body)
         # Keep's extension: the passages retrieval put into the prompt, or None without RAG.
         self.citations = citations
+        self.want_logprobs = bool(body.logprobs)
 
     def _keep(self, obj: dict[str, Any]) -> dict[str, Any]:
         if self.citations is not None:
             obj["keep"] = {"citations": self.citations}
         return obj
 
-    @staticmethod
-    def _choice(delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+    def _logprobs(self, entries: Sequence[TokenLogprob], *, whole: bool) -> dict[str, Any] | None:
+        # A stream's chunk without tokens carries null, as OpenAI's do.
+        return chat_content(entries) if self.want_logprobs and (entries or whole) else None
+
+    def _choice(
+        self, delta: dict[str, Any], reason: str | None, entries: Sequence[TokenLogprob] = ()
+    ) -> dict[str, Any]:
+        logprobs = self._logprobs(entries, whole=False)
+        return {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
 
     def first(self) -> dict[str, Any]:
         return self.chunk(self._choice({"role": "assistant", "content": ""}, None))
 
-    def delta(self, text: str) -> dict[str, Any]:
-        return self.chunk(self._choice({"content": text}, None))
+    def delta(self, text: str, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]:
+        return self.chunk(self._choice({"content": text}, None, logprobs))
 
-    def last(self, reason: str) -> dict[str, Any]:
-        return self._keep(self.chunk(self._choice({}, reason)))
+    def last(self, reason: str, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]:
+        return self._keep(self.chunk(self._choice({}, reason, logprobs)))
 
-    def complete(self, text: str, reason: str, usage: Usage) -> dict[str, Any]:
+    def complete(
+        self, text: str, reason: str, usage: Usage, logprobs: Sequence[TokenLogprob]
+    ) -> dict[str, Any]:
         message = {"role": "assistant", "content": text}
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": self._logprobs(logprobs, whole=True),
+            "finish_reason": reason,
+        }
         out = self.envelope("chat.completion", [choice]) | {"usage": usage.model_dump()}
         return self._keep(out)
 
@@ -126,6 +142,9 @@ class ChatServing:
         def count_text(text: str) -> int:
             return len(model.tokenize(text, add_special=False, parse_special=True))
 
+        if body.top_logprobs is not None and not body.logprobs:
+            raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
+        logprobs = (body.top_logprobs or 0) if body.logprobs else None
         schema = schema_of(body)
         if schema is not None:  # measured before any work is done or a grammar is built
             grammars.check_schema(schema, self.schema_limits)
@@ -159,7 +178,9 @@ class ChatServing:
                 return prompt, used, grammar_for(body, self.schema_limits)
 
             prompt, used, grammar = await _within(deadline, asyncio.to_thread(prepare))
-            job = generation.plan(body, prompt, requested_max=requested, grammar=grammar)
+            job = generation.plan(
+                body, prompt, requested_max=requested, grammar=grammar, logprobs=logprobs
+            )
             job = dataclasses.replace(job, deadline=deadline)
         except BaseException:
             await generation.discard(session)

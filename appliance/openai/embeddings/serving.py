@@ -29,6 +29,12 @@ class EmbeddingServing:
         embedder = self.embedder
         if body.model != embedder.name:
             raise ModelNotFound("the requested model does not exist", param="model")
+        if body.dimensions is not None and body.dimensions != embedder.dimension:
+            raise InvalidRequest(
+                f"dimensions: this embedder's vectors have {embedder.dimension} dimensions and "
+                "cannot be shortened",
+                param="dimensions",
+            )
         texts = [body.input] if isinstance(body.input, str) else body.input
         if len(texts) > self.max_inputs:
             raise InvalidRequest(f"at most {self.max_inputs} inputs are accepted", param="input")
