@@ -247,6 +247,8 @@ def main() -> int:
     # Keep's portable llama.cpp (every CPU variant, the best loaded at start) may not cost
     # more than this against llama-server built -march=native from the same sources.
     parser.add_argument("--single-stream-floor", type=float, default=0.97)
+    # Probes of the gap: extra llama-server flags (`--ref-arg=--no-kv-unified`), printed.
+    parser.add_argument("--ref-arg", action="append", default=[])
     args = parser.parse_args(namespace=ARGS)
 
     pin = DEFAULT_MODELS[0]
@@ -278,7 +280,7 @@ def main() -> int:
                "-np", str(slots), "-ngl", "0", "--no-webui", "--cache-reuse", "0",
                # Keep runs without llama.cpp's extra buffer types (KEEP_LLAMA_EXTRA_BUFFERS),
                # whose AMX kernels die with SIGILL on the Sapphire Rapids VMs measured here.
-               "--no-repack"]  # fmt: skip
+               "--no-repack", *args.ref_arg]  # fmt: skip
     keep = Side(f"http://127.0.0.1:{keep_port}", {"Authorization": f"Bearer {KEY}"},
                 {"model": pin.name})  # fmt: skip
     ref = Side(f"http://127.0.0.1:{ref_port}", {}, {"model": pin.name, "cache_prompt": False})
@@ -306,6 +308,8 @@ def main() -> int:
     )
     print("differs on purpose: llama-server keeps its defaults (unified KV, -b 2048 -ub 512);")
     print(f"  Keep runs kv_unified off (isolation) and n_batch = n_ubatch = {max(512, slots)}")
+    if args.ref_arg:
+        print(f"  llama-server also given: {' '.join(args.ref_arg)}")
     variants = ", ".join(cpu_variants()) or "none (a native build)"
     print(f"keep's llama.cpp CPU variants: {variants}; llama-server: -march=native")
     verdict = 0
