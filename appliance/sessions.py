@@ -52,6 +52,7 @@ class Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
     released: bool = False
+    waiting: int = 0  # requests holding or queued for the lock: the reaper leaves it alone
     running: Generation | None = None
     collection: Collection | None = None
     requests: int = 0
@@ -216,6 +217,7 @@ class SessionRegistry:
     @asynccontextmanager
     async def use(self, session: Session, *, deadline: float) -> AsyncIterator[Session]:
         """Hold the session for one request; an ephemeral session is torn down after it."""
+        session.waiting += 1
         try:
             try:
                 timeout = max(0.0, deadline - time.monotonic())
@@ -230,6 +232,7 @@ class SessionRegistry:
                 session.running = None
                 session.lock.release()
         finally:
+            session.waiting -= 1
             if session.ephemeral:
                 session.closed = True
             if session.closed and not session.lock.locked():
@@ -239,7 +242,9 @@ class SessionRegistry:
         """Tear down idle sessions past their TTL. Returns how many went."""
         now = time.monotonic()
         idle = [
-            s for s in self._live.values() if not s.lock.locked() and s.idle_for(now) > self._ttl
+            s
+            for s in self._live.values()
+            if not s.waiting and not s.lock.locked() and s.idle_for(now) > self._ttl
         ]
         for session in idle:
             await self._close_quietly(session)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
 from appliance import multipart
-from appliance.errors import InvalidRequest, NotFound, from_validation
+from appliance.errors import InvalidRequest, NotFound, RateLimited, from_validation
 from appliance.keep_api.protocol import DocumentDeleted, DocumentList, DocumentOut, DocumentsIn
 from appliance.quotas import QuotaBook
 from appliance.sessions import Session, SessionRegistry
@@ -86,7 +86,11 @@ class DocumentServing:
                 self.shares.spend(session.share, sum(len(p.chunks) for p in prepared))
                 return prepared
 
-            prepared = await embedder.run(prepare)
+            try:
+                prepared = await embedder.run(prepare)
+            except RateLimited:
+                self.quotas.refund(session.client_id)
+                raise
             vectors = await embedder.encode_async([c.text for p in prepared for c in p.chunks])
             added: list[Document] = await embedder.run(collection.add, prepared, vectors)
             self.quotas.charge(session.client_id, sum(c.tokens for p in prepared for c in p.chunks))

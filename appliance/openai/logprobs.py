@@ -10,8 +10,12 @@ from inference.logprobs import TokenLogprob
 
 
 def _text(piece: bytes) -> str:
-    # A token may hold part of a UTF-8 character; `bytes` carries it exactly.
-    return piece.decode("utf-8", "replace")
+    """A token's text; one that holds part of a UTF-8 character is written as OpenAI does,
+    `bytes:\\xe2\\x82`, so that no two alternatives collapse into one U+FFFD."""
+    try:
+        return piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in piece)
 
 
 def chat_content(entries: Sequence[TokenLogprob]) -> dict[str, Any]:
@@ -33,17 +37,19 @@ def chat_content(entries: Sequence[TokenLogprob]) -> dict[str, Any]:
 
 
 class CompletionLogprobs:
-    """The legacy object, whose `text_offset` runs on across a stream's chunks."""
+    """The legacy object, whose `text_offset` runs on across a stream's chunks: each token's
+    offset is in characters of the completion's text, where a token that starts inside a
+    character counts from that character's start."""
 
     def __init__(self) -> None:
-        self.offset = 0
+        self._bytes = bytearray()
 
     def __call__(self, entries: Sequence[TokenLogprob]) -> dict[str, Any]:
         tokens = [_text(e.piece) for e in entries]
         offsets = []
-        for token in tokens:
-            offsets.append(self.offset)
-            self.offset += len(token)
+        for entry in entries:
+            offsets.append(len(self._bytes.decode("utf-8", "ignore")))
+            self._bytes += entry.piece
         return {
             "tokens": tokens,
             "token_logprobs": [e.logprob for e in entries],

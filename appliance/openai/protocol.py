@@ -5,6 +5,8 @@ Requests are strict: unknown fields, wrong types, NaN and out-of-range numbers a
 with 400, never coerced or ignored. So is text that is not Unicode: JSON can escape a lone
 surrogate (`"\\ud800"`), which no UTF-8 encoder, tokenizer or response writer accepts.
 Parameters OpenAI defines but Keep does not implement are refused, not silently dropped.
+Inside messages, parts and a `json_schema` (`Lenient`), keys OpenAI does not define are
+ignored and counted, as clients send vendor and newer-version fields there.
 """
 
 from __future__ import annotations

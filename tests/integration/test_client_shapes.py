@@ -67,3 +67,13 @@ def test_embeddings_refuse_token_ids_and_other_dimensions(
     same = client.post("/v1/embeddings", json={**body, "dimensions": embedder.dimension})
     assert same.status_code == 200
     assert len(same.json()["data"][0]["embedding"]) == embedder.dimension
+
+
+def test_tool_calls_in_messages_are_refused_not_dropped(client: TestClient) -> None:
+    body = chat_body(max_tokens=2)
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    body["messages"].append({"role": "assistant", "content": "", "tool_calls": [call]})
+    body["messages"].append({"role": "user", "content": "And?"})
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "messages[2].tool_calls"

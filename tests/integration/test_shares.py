@@ -164,9 +164,10 @@ def test_embedding_inputs_per_minute_count_embeddings_and_uploads(
     client.delete(f"/v1/sessions/{sid}")
 
 
-def with_quota(serve_inproc: ServerFactory, **quota: int) -> str:
+def with_quota(serve_inproc: ServerFactory, settings: Any = None, **quota: int) -> str:
     """A server whose policy gives KEY_A's client (client-peer-a) this quota."""
-    settings = state_settings()
+    base_settings = state_settings()
+    settings = base_settings | (settings or {})
     base = serve_inproc(**settings)
     quotas = [{"client_id": "client-peer-a", **quota}]
     with admin(settings["admin_socket"]) as control:
@@ -189,6 +190,33 @@ def test_embeddings_and_uploads_count_in_the_quota(serve_inproc: ServerFactory) 
         assert _code(refused) == "quota_exceeded"
         again = http.post("/v1/embeddings", json={"model": EMBEDDER, "input": "x"})
         assert again.status_code == 429
+
+
+def test_a_rate_limited_upload_gives_its_quota_request_back(serve_inproc: ServerFactory) -> None:
+    base = with_quota(serve_inproc, {"client_embedding_inputs_per_minute": 1}, requests_per_day=3)
+    auth = {"Authorization": f"Bearer {KEY_A}"}
+    with httpx.Client(base_url=base, headers=auth, timeout=60) as http:
+        sid = http.post("/v1/sessions").json()["id"]
+        assert http.post(f"/v1/sessions/{sid}/documents", json=_doc(5)).status_code == 201
+        for _ in range(3):  # refused by the rate, not counted by the quota
+            limited = http.post(f"/v1/sessions/{sid}/documents", json=_doc(5))
+            assert _code(limited) == "rate_limited"
+        assert ask(base, KEY_A).status_code == 200  # the second request of the day
+        assert ask(base, KEY_A).status_code == 200  # the third
+
+
+def test_a_session_with_a_request_waiting_is_not_reaped(make_client: AppFactory) -> None:
+    client = make_client(session_idle_ttl_s=0.2)
+    sid = _open(client).json()["id"]
+    session = client.app.state.keep.sessions._live[sid]  # type: ignore[attr-defined]
+    session.waiting = 1  # as while a request is queued behind another that just failed
+    time.sleep(0.8)
+    assert client.get(f"/v1/sessions/{sid}").status_code == 200
+    session.waiting = 0
+    deadline = time.monotonic() + 5
+    while client.get(f"/v1/sessions/{sid}").status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.get(f"/v1/sessions/{sid}").status_code == 404
 
 
 def test_embedding_tokens_count_in_the_quota(serve_inproc: ServerFactory) -> None:

@@ -26,6 +26,18 @@ class ChatMessageIn(Lenient):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | Annotated[list[TextPart | MediaPart], Field(min_length=1)]
     name: Annotated[str, Field(max_length=64)] | None = None
+    # Declared so that Lenient does not drop them: refused by name until tool calling lands.
+    tool_calls: Any = None
+    function_call: Any = None
+
+    @field_validator("tool_calls", "function_call")
+    @classmethod
+    def _no_tools_yet(cls, value: Any) -> Any:
+        if value is not None:
+            raise PydanticCustomError(
+                "tools_unsupported", "tool calls are not supported by this appliance yet"
+            )
+        return value
 
     @field_validator("content")
     @classmethod
