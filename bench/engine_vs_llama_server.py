@@ -206,7 +206,9 @@ def measure(
     return out
 
 
-def report(mode: str, rounds: list[tuple[dict[str, float], dict[str, float]]]) -> dict[str, float]:
+def report(
+    mode: str, rounds: list[tuple[dict[str, float], dict[str, float]]], concurrency: list[int]
+) -> dict[str, float]:
     """Each figure: both servers' medians, and the median and spread of per-round ratios."""
     label = {"stream": "streamed completions, end-of-generation banned",
              "chat": "non-streaming chat completions, end-of-generation allowed"}[mode]  # fmt: skip
@@ -221,7 +223,7 @@ def report(mode: str, rounds: list[tuple[dict[str, float], dict[str, float]]]) -
         medians[figure] = ratio
         print(f"{figure:<30}{keep:>10.1f}{ref:>14.1f}{ratio:>7.2f}x  "
               f"{min(ratios):.2f}-{max(ratios):.2f}")  # fmt: skip
-    low, high = min(ARGS.concurrency), max(ARGS.concurrency)
+    low, high = min(concurrency), max(concurrency)
     for name, side in (("keep", 0), ("llama-server", 1)):
         scaling = statistics.median(
             pair[side][f"aggregate tok/s, {high}"] / pair[side][f"aggregate tok/s, {low}"]
@@ -229,9 +231,6 @@ def report(mode: str, rounds: list[tuple[dict[str, float], dict[str, float]]]) -
         )
         print(f"{name} scaling: aggregate at {high} / at {low} = {scaling:.2f}x")
     return medians
-
-
-ARGS = argparse.Namespace()
 
 
 def main() -> int:
@@ -249,7 +248,7 @@ def main() -> int:
     parser.add_argument("--single-stream-floor", type=float, default=0.97)
     # Probes of the gap: extra llama-server flags (`--ref-arg=--no-kv-unified`), printed.
     parser.add_argument("--ref-arg", action="append", default=[])
-    args = parser.parse_args(namespace=ARGS)
+    args = parser.parse_args()
 
     pin = DEFAULT_MODELS[0]
     model = verify(pin.name, pin.path, pin.sha256)
@@ -314,7 +313,7 @@ def main() -> int:
     print(f"keep's llama.cpp CPU variants: {variants}; llama-server: -march=native")
     verdict = 0
     for mode in args.modes:
-        medians = report(mode, results[mode])
+        medians = report(mode, results[mode], args.concurrency)
         if mode == "stream":
             ratio, floor = medians["single-stream decode tok/s"], args.single_stream_floor
             ok = ratio >= floor
