@@ -9,6 +9,7 @@
     │   └── SessionNotFound       404 session_not_found
     ├── MethodNotAllowed          405 method_not_allowed
     ├── PayloadTooLarge           413 payload_too_large
+    ├── ToolCallInvalid           422 tool_call_invalid
     ├── TooManyRequests           429 too_many_sessions (with Retry-After)
     │   ├── QuotaExceeded         429 quota_exceeded
     │   ├── TooManyConcurrent     429 too_many_concurrent_requests
@@ -99,6 +100,15 @@ class PayloadTooLarge(APIError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class ToolCallInvalid(APIError):
+    """The model wrote a call its grammar allowed but its schema does not: a schema keyword
+    the grammar cannot enforce. Keep returns no call that fails its function's schema."""
+
+    status = 422
+    type = "invalid_request_error"
+    code = "tool_call_invalid"
 
 
 class TooManyRequests(APIError):

@@ -9,7 +9,9 @@ grammar parser hold more than `max_grammar_bytes` of text.
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from inference.errors import GrammarError
 from inference.sampling import Grammar
+from inference.tools import CALL_CLOSE, CALL_OPEN, Function
 
 # Keywords whose value the converter turns into that many copies of a rule.
 REPETITION_KEYWORDS = frozenset(
@@ -72,6 +75,10 @@ def _measure(node: Any, limits: SchemaLimits, *, depth: int) -> int:
         raise GrammarError(f"the JSON schema may nest at most {limits.max_depth} levels")
     total = 0
     if isinstance(node, dict):
+        ref = node.get("$ref")
+        if ref is not None and not (isinstance(ref, str) and ref.startswith("#")):
+            # The converter would refuse to fetch it; say why, before any work is done.
+            raise GrammarError("a JSON schema $ref must point inside the schema (start with #)")
         for key, value in node.items():
             if key in REPETITION_KEYWORDS and isinstance(value, int | float):
                 total += _count(value, limits)
@@ -94,11 +101,59 @@ def _count(value: float, limits: SchemaLimits) -> int:
     return max(0, int(value))
 
 
+def _bounded_integers(node: Any, limits: SchemaLimits) -> Any:
+    """The schema with each bounded integer range of at most `max_repetition` values spelled
+    out as an `enum`: the converter ignores `minimum` and `maximum`, an enum it enforces."""
+    if isinstance(node, list):
+        return [_bounded_integers(item, limits) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _bounded_integers(value, limits) for key, value in node.items()}
+    if out.get("type") != "integer" or "enum" in out or "const" in out:
+        return out
+    low, high = (
+        _bound(out, "minimum", "exclusiveMinimum", 1),
+        _bound(out, "maximum", "exclusiveMaximum", -1),
+    )
+    if low is not None and high is not None and 0 <= high - low < limits.max_repetition:
+        values = [v for v in range(low, high + 1) if _multiple(v, out.get("multipleOf"))]
+        if values:
+            out = {"enum": values}
+    return out
+
+
+def _number(value: Any) -> float | int | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return value if ok and math.isfinite(value) else None  # JSON may carry NaN or Infinity
+
+
+def _bound(node: dict[str, Any], inclusive: str, exclusive: str, step: int) -> int | None:
+    values = []
+    if (edge := _number(node.get(inclusive))) is not None:
+        values.append(math.ceil(edge) if step > 0 else math.floor(edge))
+    if (edge := _number(node.get(exclusive))) is not None:
+        values.append(math.floor(edge) + 1 if step > 0 else math.ceil(edge) - 1)
+    if not values:
+        return None
+    return int(max(values) if step > 0 else min(values))
+
+
+def _multiple(value: int, of: Any) -> bool:
+    if (of := _number(of)) is None or of <= 0:
+        return True
+    return (value / of).is_integer()
+
+
+def _to_gbnf(schema_json: str, limits: SchemaLimits) -> str:
+    schema = json.dumps(_bounded_integers(json.loads(schema_json), limits))
+    return str(json_schema_to_gbnf(schema))
+
+
 def json_schema(schema_json: str, limits: SchemaLimits) -> Grammar:
     """Compile a JSON Schema (as JSON text) to GBNF, within `limits`."""
     check_schema(schema_json, limits)
     try:
-        gbnf = json_schema_to_gbnf(schema_json)
+        gbnf = _to_gbnf(schema_json, limits)
     except RecursionError:
         raise GrammarError("the JSON schema nests too deeply") from None
     except Exception:  # noqa: BLE001 - the converter raises bare Exception and friends
@@ -108,3 +163,56 @@ def json_schema(schema_json: str, limits: SchemaLimits) -> Grammar:
             f"the JSON schema's grammar would exceed {limits.max_grammar_bytes} bytes"
         )
     return Grammar(gbnf=gbnf)
+
+
+def call_schema(functions: Sequence[Function]) -> dict[str, Any]:
+    """One JSON Schema for a call to any of `functions`: its name, then its arguments."""
+    options = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": f.name}, "arguments": f.parameters},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for f in functions
+    ]
+    return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+def tool_calls(
+    functions: Sequence[Function], *, forced: bool, parallel: bool, limits: SchemaLimits
+) -> Grammar:
+    """Calls in the tagged form of inference.tools, each matching one function's schema.
+
+    `forced`: the output is calls and nothing else. Otherwise the grammar is lazy: the model
+    writes free text until it writes `<tool_call>`, and from there the grammar holds. Either
+    way a call is followed only by another call (when `parallel`) or the end.
+    """
+    schema = json.dumps(call_schema(functions))
+    check_schema(schema, limits)  # every tool together within one schema's bounds
+    try:
+        rules = _to_gbnf(schema, limits)
+    except RecursionError:
+        raise GrammarError("a tool's parameters schema nests too deeply") from None
+    except Exception:  # noqa: BLE001 - the converter raises bare Exception and friends
+        raise GrammarError("a tool's parameters schema is not supported") from None
+    taken = set(_RULE_NAME.findall(rules))
+    call, calls = (_fresh(name, taken) for name in ("tool-call", "tool-calls"))
+    more = f' ("\\n" {call})*' if parallel else ""
+    gbnf = (
+        f'{rules}\n{call} ::= "{CALL_OPEN}\\n" root "\\n{CALL_CLOSE}"\n{calls} ::= {call}{more}\n'
+    )
+    if len(gbnf.encode()) > limits.max_grammar_bytes:
+        raise GrammarError(f"the tools' grammar would exceed {limits.max_grammar_bytes} bytes")
+    triggers = () if forced else (f"[\\s\\S]*?({re.escape(CALL_OPEN)})[\\s\\S]*",)
+    return Grammar(gbnf=gbnf, root=calls, triggers=triggers)
+
+
+_RULE_NAME = re.compile(r"^([a-zA-Z0-9-]+)\s*::=", re.MULTILINE)
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    while name in taken:
+        name += "-x"
+    taken.add(name)
+    return name

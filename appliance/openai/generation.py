@@ -59,7 +59,11 @@ class Shape(Protocol):
     include_usage: bool
 
     def first(self) -> dict[str, Any] | None: ...
-    def delta(self, text: str, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]: ...
+    def delta(self, text: str, logprobs: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+        """The chunks a piece of text makes: none while a shape holds text back (a tool
+        call's tag not yet whole); the logprobs ride on the first chunk sent."""
+        ...
+
     def last(self, reason: str, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]: ...
     def usage_only(self, usage: Usage) -> dict[str, Any]: ...
     def complete(
@@ -295,8 +299,11 @@ class GenerationServing:
             while True:
                 event = await _next(generation, job.deadline)
                 if isinstance(event, TextDelta):
-                    yield sse.event(shape.delta(event.text, pending), pad)
-                    pending = []
+                    chunks = shape.delta(event.text, pending)
+                    for chunk in chunks:
+                        yield sse.event(chunk, pad)
+                    if chunks:
+                        pending = []
                 elif isinstance(event, TokenLogprobs):
                     pending.append(event.entry)
                 elif isinstance(event, Finished):

@@ -98,8 +98,9 @@ class EngineSettings(View):
         65536,
         ge=256,
         le=1 << 24,
-        description="Largest JSON schema (bytes of its JSON) a `response_format` may carry; "
-        "larger gets 400.",
+        description="Largest JSON schema (bytes of its JSON) a `response_format` may carry, "
+        "and the most a request's `tools` may take together (every function's parameters in "
+        "one call schema); larger gets 400.",
     )
     schema_max_depth: int = Field(
         32, ge=2, le=512, description="Deepest nesting a `response_format` schema may have."
@@ -116,8 +117,21 @@ class EngineSettings(View):
         1 << 20,
         ge=4096,
         le=1 << 30,
-        description="Largest grammar text a `response_format` may compile to, estimated "
-        "before it is built and measured after.",
+        description="Largest grammar text a `response_format` or a request's `tools` may "
+        "compile to, estimated before it is built and measured after.",
+    )
+    max_tools: int = Field(
+        128,
+        ge=1,
+        le=1024,
+        description="Most functions one request's `tools` may define (OpenAI allows 128); "
+        "more gets 400.",
+    )
+    max_tool_calls_per_message: int = Field(
+        128,
+        ge=1,
+        le=4096,
+        description="Most `tool_calls` one assistant message in a request may carry.",
     )
 
     @field_validator("models")

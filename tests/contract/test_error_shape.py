@@ -73,7 +73,9 @@ CASES: list[Case] = [
     ("logit-bias-out-of-vocab", "POST", CHAT, chat(logit_bias={"99999999": 1}), {}, 400),
     ("logit-bias-too-strong", "POST", CHAT, chat(logit_bias={"1": 1000}), {}, 400),
     ("presence-penalty-big", "POST", CHAT, chat(presence_penalty=5), {}, 400),
-    ("unknown-field", "POST", CHAT, chat(tools=[{"type": "function"}]), {}, 400),
+    ("unknown-field", "POST", CHAT, chat(functions=[{"name": "f"}]), {}, 400),
+    ("tool-without-function", "POST", CHAT, chat(tools=[{"type": "function"}]), {}, 400),
+    ("tool-choice-without-tools", "POST", CHAT, chat(tool_choice="required"), {}, 400),
     ("response-format-unknown", "POST", CHAT, chat(response_format={"type": "xml"}), {}, 400),
     (
         "json-schema-missing-schema",

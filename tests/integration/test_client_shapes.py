@@ -69,11 +69,12 @@ def test_embeddings_refuse_token_ids_and_other_dimensions(
     assert len(same.json()["data"][0]["embedding"]) == embedder.dimension
 
 
-def test_tool_calls_in_messages_are_refused_not_dropped(client: TestClient) -> None:
+def test_legacy_function_call_in_messages_is_refused_not_dropped(client: TestClient) -> None:
     body = chat_body(max_tokens=2)
-    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-    body["messages"].append({"role": "assistant", "content": "", "tool_calls": [call]})
+    call = {"name": "f", "arguments": "{}"}
+    body["messages"].append({"role": "assistant", "content": "", "function_call": call})
     body["messages"].append({"role": "user", "content": "And?"})
     r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 400
-    assert r.json()["error"]["param"] == "messages[2].tool_calls"
+    assert r.json()["error"]["param"] == "messages[2].function_call"
+    assert "tool_calls" in r.json()["error"]["message"]

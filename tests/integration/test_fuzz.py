@@ -123,6 +123,22 @@ VALID_SAMPLING = {
         st.integers(0, 40_000).map(str), st.sampled_from([-100, 100, 0]), max_size=3
     ),
 }
+NAME = st.one_of(st.from_regex(r"\A[a-zA-Z0-9_-]{1,64}\Z"), TEXT)
+TOOL = st.fixed_dictionaries(
+    {
+        "type": st.one_of(st.just("function"), TEXT),
+        "function": st.fixed_dictionaries(
+            {"name": NAME}, optional={"description": TEXT, "parameters": maybe(JSON)}
+        ),
+    }
+)
+TOOL_CHOICE = st.one_of(
+    st.sampled_from(["auto", "none", "required"]),
+    st.fixed_dictionaries(
+        {"type": st.just("function"), "function": st.fixed_dictionaries({"name": NAME})}
+    ),
+    JSON,
+)
 VALID_MESSAGE = st.fixed_dictionaries(
     {"role": st.sampled_from(["system", "user", "assistant"]), "content": TEXT}
 )
@@ -139,7 +155,9 @@ CHAT = st.one_of(
         optional={
             **SAMPLING,
             "response_format": RESPONSE_FORMAT,
-            "tools": JSON,
+            "tools": st.one_of(JSON, st.lists(TOOL, max_size=3)),
+            "tool_choice": TOOL_CHOICE,
+            "parallel_tool_calls": maybe(st.booleans()),
             "top_k": maybe(st.integers()),
         },
     ),

@@ -61,9 +61,9 @@ def test_readme_curl_example_runs_as_printed(readme_server: LiveServer) -> None:
 
 
 def test_readme_python_example_runs_as_printed(readme_server: LiveServer, tmp_path: Path) -> None:
-    (python,) = blocks("python")
+    chat, tools = blocks("python")  # the tool-calling example continues the chat one
     script = tmp_path / "example.py"
-    script.write_text(python)
+    script.write_text(chat + "\n" + tools)
     result = subprocess.run(
         [sys.executable, str(script)],
         env=example_env(readme_server),
@@ -72,7 +72,10 @@ def test_readme_python_example_runs_as_printed(readme_server: LiveServer, tmp_pa
         timeout=120,
         check=True,
     )
-    assert "Paris" in result.stdout
+    answer, call = result.stdout.split("\nget_weather ", 1)
+    assert "Paris" in answer
+    arguments = call.split("\n", 1)[0]
+    assert set(json.loads(arguments)) == {"city", "unit"}
 
 
 def test_readme_receipt_example_runs_as_printed(readme_server: LiveServer, tmp_path: Path) -> None:

@@ -30,6 +30,8 @@ async def get_chat(
             max_repetition=settings.schema_max_repetition,
             max_grammar_bytes=settings.grammar_max_bytes,
         ),
+        max_tools=settings.max_tools,
+        max_tool_calls=settings.max_tool_calls_per_message,
     )
 
 

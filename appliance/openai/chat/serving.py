@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from appliance.auth import Principal
 from appliance.errors import InvalidRequest, RequestTimeout
 from appliance.openai.chat import prompt as prompts
+from appliance.openai.chat import tools
 from appliance.openai.chat.protocol import (
     ChatCompletionRequest,
     JsonObjectFormat,
@@ -28,28 +29,30 @@ from inference import grammar as grammars
 from inference.grammar import SchemaLimits
 from inference.logprobs import TokenLogprob
 from inference.sampling import Grammar
-from inference.template import ChatMessage, Role
+from inference.template import ChatMessage
+from inference.tools import Content
 from rag.embedder import Embedder
 
 T = TypeVar("T")
-
-_ROLES: dict[str, Role] = {
-    "system": "system",
-    "developer": "system",
-    "user": "user",
-    "assistant": "assistant",
-}
 
 
 class ChatShape(ShapeBase):
     chunk_object = "chat.completion.chunk"
     id_prefix = "chatcmpl"
 
-    def __init__(self, body: ChatCompletionRequest, citations: list[dict[str, Any]] | None) -> None:
+    def __init__(
+        self,
+        body: ChatCompletionRequest,
+        citations: list[dict[str, Any]] | None,
+        tool_plan: tools.ToolPlan | None = None,
+    ) -> None:
         super().__init__(body)
         # Keep's extension: the passages retrieval put into the prompt, or None without RAG.
         self.citations = citations
         self.want_logprobs = bool(body.logprobs)
+        # Calls are read from the output only where the grammar may have written them.
+        calls = tool_plan is not None and tool_plan.calls
+        self.calls = tools.CallShaper(tool_plan) if calls and tool_plan else None
 
     def _keep(self, obj: dict[str, Any]) -> dict[str, Any]:
         if self.citations is not None:
@@ -66,24 +69,45 @@ class ChatShape(ShapeBase):
         logprobs = self._logprobs(entries, whole=False)
         return {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
 
+    def _reason(self, reason: str) -> str:
+        # OpenAI's reason for a turn that ended in calls; a call cut short stays `length`.
+        return "tool_calls" if reason == "stop" and self.calls and self.calls.called else reason
+
     def first(self) -> dict[str, Any]:
         return self.chunk(self._choice({"role": "assistant", "content": ""}, None))
 
-    def delta(self, text: str, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]:
-        return self.chunk(self._choice({"content": text}, None, logprobs))
+    def delta(self, text: str, logprobs: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+        if self.calls is None:
+            return [self.chunk(self._choice({"content": text}, None, logprobs))]
+        out: list[dict[str, Any]] = []
+        for piece in self.calls.feed(text):
+            delta = self.calls.delta(piece)
+            if delta is not None:
+                out.append(self.chunk(self._choice(delta, None, () if out else logprobs)))
+        return out
 
     def last(self, reason: str, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]:
-        return self._keep(self.chunk(self._choice({}, reason, logprobs)))
+        delta: dict[str, Any] = {}
+        if self.calls is not None:
+            held = "".join(p.text for p in self.calls.finish() if isinstance(p, Content))
+            if held:
+                delta = {"content": held}
+        return self._keep(self.chunk(self._choice(delta, self._reason(reason), logprobs)))
 
     def complete(
         self, text: str, reason: str, usage: Usage, logprobs: Sequence[TokenLogprob]
     ) -> dict[str, Any]:
-        message = {"role": "assistant", "content": text}
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.calls is not None:
+            content, calls = self.calls.whole(text)
+            message["content"] = content or (None if calls else "")
+            if calls:
+                message["tool_calls"] = calls
         choice = {
             "index": 0,
             "message": message,
             "logprobs": self._logprobs(logprobs, whole=True),
-            "finish_reason": reason,
+            "finish_reason": self._reason(reason),
         }
         out = self.envelope("chat.completion", [choice]) | {"usage": usage.model_dump()}
         return self._keep(out)
@@ -110,8 +134,12 @@ class ChatServing:
         rag_top_k: int,
         rag_min_score: float,
         schema_limits: SchemaLimits,
+        max_tools: int = 128,
+        max_tool_calls: int = 128,
     ) -> None:
         self.generation = generation
+        self.max_tools = max_tools
+        self.max_tool_calls = max_tool_calls
         self.schema_limits = schema_limits
         self.embedder = embedder
         self.rag_top_k = rag_top_k
@@ -132,12 +160,12 @@ class ChatServing:
         template = model.template
         if template is None:
             raise InvalidRequest("this model has no chat template; use /v1/completions")
-        messages = [ChatMessage(role=_ROLES[m.role], content=m.text()) for m in body.messages]
+        messages = tools.conversation(body, max_calls=self.max_tool_calls)
         requested = body.max_completion_tokens or body.max_tokens
         budget = self._prompt_budget(requested)
 
         def tokens_of(candidate: list[ChatMessage]) -> list[int]:
-            return model.tokenize_prompt(template.render(candidate))
+            return model.tokenize_prompt(template.render(candidate, tools=functions))
 
         def count_text(text: str) -> int:
             return len(model.tokenize(text, add_special=False, parse_special=True))
@@ -148,6 +176,8 @@ class ChatServing:
         schema = schema_of(body)
         if schema is not None:  # measured before any work is done or a grammar is built
             grammars.check_schema(schema, self.schema_limits)
+        tool_plan = tools.plan(body, max_tools=self.max_tools, limits=self.schema_limits)
+        functions = tool_plan.functions if tool_plan is not None else None
         session = generation.admit(request, principal)
         # The deadline runs from admission: retrieval and assembly count against it.
         deadline = time.monotonic() + generation.deadline_s
@@ -175,6 +205,8 @@ class ChatServing:
                     tokens_of, count_text, messages, passages or [], budget, check=check
                 )
                 check()
+                if tool_plan is not None and tool_plan.calls:
+                    return prompt, used, tool_plan.grammar(self.schema_limits)
                 return prompt, used, grammar_for(body, self.schema_limits)
 
             prompt, used, grammar = await _within(deadline, asyncio.to_thread(prepare))
@@ -186,7 +218,7 @@ class ChatServing:
             await generation.discard(session)
             raise
         citations = None if passages is None else prompts.citations(used)
-        shape = ChatShape(body, citations)
+        shape = ChatShape(body, citations, tool_plan)
         return await generation.run(request, session, job, stream=body.stream, shape=shape)
 
 

@@ -34,8 +34,8 @@ class CompletionShape(ShapeBase):
     def first(self) -> None:
         return None
 
-    def delta(self, text: str, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]:
-        return self.chunk(self._choice(text, None, logprobs))
+    def delta(self, text: str, logprobs: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+        return [self.chunk(self._choice(text, None, logprobs))]
 
     def last(self, reason: str, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]:
         return self.chunk(self._choice("", reason, logprobs))

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from inference.errors import GrammarError
-from inference.grammar import SchemaLimits, check_schema, json_schema
+from inference.grammar import SchemaLimits, check_schema, json_schema, tool_calls
+from inference.tools import Function
 
 LIMITS = SchemaLimits()
 
@@ -62,3 +63,49 @@ def test_size_depth_and_the_grammar_estimate_each_have_a_limit() -> None:
 def test_a_schema_within_the_limits_still_compiles() -> None:
     grammar = json_schema(json.dumps({"type": "string", "minLength": 2, "maxLength": 512}), LIMITS)
     assert "root" in grammar.gbnf
+
+
+def test_a_reference_outside_the_schema_is_refused_before_the_converter_can_fetch_it() -> None:
+    # llama-cpp-python's converter resolves an https:// $ref with an HTTP GET.
+    for ref in ("https://internal.example/schema.json", "http://10.0.0.1/x", "other.json"):
+        schema = json.dumps({"type": "object", "properties": {"a": {"$ref": ref}}})
+        with pytest.raises(GrammarError, match=r"\$ref"):
+            json_schema(schema, SchemaLimits())
+    local = {
+        "$defs": {"n": {"type": "integer"}},
+        "type": "object",
+        "properties": {"a": {"$ref": "#/$defs/n"}},
+    }
+    assert "root" in json_schema(json.dumps(local), SchemaLimits()).gbnf
+
+
+def test_tool_call_grammars_are_forced_or_lazy_on_the_opening_tag() -> None:
+    weather = Function("get_weather", None, {"type": "object", "properties": {}})
+    forced = tool_calls([weather], forced=True, parallel=False, limits=SchemaLimits())
+    assert forced.triggers == ()
+    assert '"<tool_call>\\n" root "\\n</tool_call>"' in forced.gbnf
+    lazy = tool_calls([weather], forced=False, parallel=True, limits=SchemaLimits())
+    assert len(lazy.triggers) == 1
+    assert "<tool_call>" in lazy.triggers[0]
+    assert '("\\n" tool-call)*' in lazy.gbnf
+    with pytest.raises(GrammarError):
+        tool_calls([weather], forced=True, parallel=True, limits=SchemaLimits(max_depth=2))
+
+
+def test_bounded_integers_become_an_enum_the_grammar_enforces() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "minimum": 1, "exclusiveMaximum": 4},
+            "even": {"type": "integer", "minimum": 0, "maximum": 6, "multipleOf": 2},
+            "wide": {"type": "integer", "minimum": 0, "maximum": 10**9},
+            "odd": {"type": "integer", "minimum": float("nan"), "maximum": float("inf")},
+        },
+    }
+    gbnf = json_schema(json.dumps(schema), LIMITS).gbnf
+    n_rule = next(line for line in gbnf.splitlines() if line.startswith("n ::="))
+    assert n_rule.replace(" ", "") == 'n::="1"|"2"|"3"'
+    even = next(line for line in gbnf.splitlines() if line.startswith("even ::="))
+    assert even.replace(" ", "") == 'even::="0"|"2"|"4"|"6"'
+    # Too many values to spell out: a plain integer, left to the validator.
+    assert 'wide-kv ::= "\\"wide\\"" space ":" space integer' in gbnf

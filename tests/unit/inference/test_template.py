@@ -1,6 +1,9 @@
+import json
+
 import pytest
 
 from inference.template import ChatMessage, ChatTemplate, TemplateRenderError
+from inference.tools import Function, ToolCall
 
 SIMPLE = (
     "{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>{% endfor %}"
@@ -32,3 +35,61 @@ def test_raise_exception_becomes_a_content_free_error() -> None:
     with pytest.raises(TemplateRenderError) as info:
         template.render([ChatMessage("user", "CANARY-7781")])
     assert "CANARY-7781" not in str(info.value)
+
+
+# Tools: a template that reads `tools` gets them natively; any other gets the fallback.
+NATIVE = (
+    "{% if tools %}[tools:{% for t in tools %}{{ t.function.name }};{% endfor %}]{% endif %}"
+    "{% for m in messages %}<{{ m.role }}>{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}(call {{ c.id }} {{ c.function.name }} "
+    "{{ c.function.arguments.city }}){% endfor %}"
+    "{% if m.tool_call_id %}[for {{ m.tool_call_id }}]{% endif %}</{{ m.role }}>{% endfor %}"
+)
+WEATHER = Function("get_weather", "Weather by city", {"type": "object"})
+CALL = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
+TURNS = [
+    ChatMessage("user", "Weather in Paris?"),
+    ChatMessage("assistant", "", tool_calls=(CALL,)),
+    ChatMessage("tool", "18C", tool_call_id="call_1"),
+    ChatMessage("tool", "sunny", tool_call_id="call_1"),
+]
+
+
+def test_a_template_that_reads_tools_gets_them_and_the_calls_as_hugging_face_passes_them() -> None:
+    template = ChatTemplate(NATIVE, bos_token="", eos_token="")
+    assert template.takes_tools
+    out = template.render(TURNS, tools=[WEATHER])
+    assert out == (
+        "[tools:get_weather;]<user>Weather in Paris?</user>"
+        "<assistant>(call call_1 get_weather Paris)</assistant>"
+        "<tool>18C[for call_1]</tool><tool>sunny[for call_1]</tool>"
+    )
+
+
+def test_other_templates_get_tools_calls_and_results_in_the_roles_they_know() -> None:
+    template = ChatTemplate(SIMPLE, bos_token="", eos_token="")
+    assert not template.takes_tools
+    out = template.render(TURNS, tools=[WEATHER])
+    system, rest = out.split("</system>", 1)
+    assert system.startswith("<system>You can call functions.")
+    listed = system.split("<tools>\n")[1].split("\n</tools>")[0]
+    assert json.loads(listed) == {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather by city",
+            "parameters": {"type": "object"},
+        },
+    }
+    assert rest == (
+        "<user>Weather in Paris?</user>"
+        '<assistant><tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+        "</tool_call></assistant>"
+        "<user>Tool result:\n18C\n\nTool result:\nsunny</user><assistant>"
+    )
+
+
+def test_without_tools_the_fallback_leaves_a_plain_conversation_alone() -> None:
+    template = ChatTemplate(SIMPLE, bos_token="", eos_token="")
+    out = template.render([ChatMessage("system", "Be brief."), ChatMessage("user", "hi")])
+    assert out == "<system>Be brief.</system><user>hi</user><assistant>"
