@@ -263,7 +263,9 @@ class Engine:
                 raise ContextOverflow("the prompt and completion exceed the session's context")
             if job.seq in self._slots:
                 raise InferenceError("the sequence is already running a request")
-            chain = SamplerChain(self.model.vocab, self.model.n_vocab, request.sampling)
+            chain = SamplerChain(
+                self.model.vocab, self.model.n_vocab, request.sampling, self.model.piece
+            )
         except InferenceError as exc:
             gen.emit(Failed(exc))
             return

@@ -34,6 +34,8 @@ REPETITION_KEYWORDS = frozenset(
         "maxContains",
     }
 )
+# Keywords whose value is data (a JSON value), not a schema to walk.
+DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
 # A regex quantifier `{n}`, `{n,}` or `{n,m}` inside a `pattern`.
 _QUANTIFIER = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 # Bytes of grammar one repetition costs at most, as the converter writes it (measured: a
@@ -75,11 +77,14 @@ def _measure(node: Any, limits: SchemaLimits, *, depth: int) -> int:
         raise GrammarError(f"the JSON schema may nest at most {limits.max_depth} levels")
     total = 0
     if isinstance(node, dict):
-        ref = node.get("$ref")
-        if ref is not None and not (isinstance(ref, str) and ref.startswith("#")):
-            # The converter would refuse to fetch it; say why, before any work is done.
-            raise GrammarError("a JSON schema $ref must point inside the schema (start with #)")
+        for keyword in ("$ref", "$dynamicRef"):
+            ref = node.get(keyword)
+            if isinstance(ref, str) and not ref.startswith("#"):
+                # Nothing may fetch it (the converter, the validator): say so before any work.
+                raise GrammarError("a JSON schema $ref must point inside the schema (start with #)")
         for key, value in node.items():
+            if key in DATA_KEYWORDS:  # values, not schemas: counted for size only
+                continue
             if key in REPETITION_KEYWORDS and isinstance(value, int | float):
                 total += _count(value, limits)
             elif key == "pattern" and isinstance(value, str):
@@ -108,7 +113,10 @@ def _bounded_integers(node: Any, limits: SchemaLimits) -> Any:
         return [_bounded_integers(item, limits) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: _bounded_integers(value, limits) for key, value in node.items()}
+    out = {
+        key: value if key in DATA_KEYWORDS else _bounded_integers(value, limits)
+        for key, value in node.items()
+    }
     if out.get("type") != "integer" or "enum" in out or "const" in out:
         return out
     low, high = (
@@ -166,17 +174,68 @@ def json_schema(schema_json: str, limits: SchemaLimits) -> Grammar:
 
 
 def call_schema(functions: Sequence[Function]) -> dict[str, Any]:
-    """One JSON Schema for a call to any of `functions`: its name, then its arguments."""
-    options = [
-        {
-            "type": "object",
-            "properties": {"name": {"const": f.name}, "arguments": f.parameters},
-            "required": ["name", "arguments"],
-            "additionalProperties": False,
-        }
-        for f in functions
-    ]
-    return options[0] if len(options) == 1 else {"anyOf": options}
+    """One JSON Schema for a call to any of `functions`: its name, then its arguments.
+
+    Each function's parameters move to the root's `$defs` (as `f<i>-args`), its own
+    definitions beside them renamed apart (`f<i>-Item`), and its local references rebased to
+    match: the converter resolves every `#/...` from the root it is given, and names a
+    referenced rule by its last path segment, so two functions' `$defs/Item` stay two rules.
+    """
+    definitions: dict[str, Any] = {}
+    options = []
+    for i, f in enumerate(functions):
+        tag = f"f{i}-"
+        arguments, own = _rebased(f.parameters, tag)
+        definitions[f"{tag}args"] = arguments
+        definitions.update(own)
+        options.append(
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"const": f.name},
+                    "arguments": {"$ref": f"#/$defs/{tag}args"},
+                },
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+        )
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    return {**schema, "$defs": definitions}
+
+
+def _rebased(parameters: dict[str, Any], tag: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A function's parameters without their definitions, and the definitions, renamed by
+    `tag`, with every local reference pointing where they now are."""
+
+    def ref(target: str) -> str:
+        rest = target[1:].lstrip("/")
+        for defs in ("$defs/", "definitions/"):
+            if rest.startswith(defs):
+                return f"#/$defs/{tag}{rest[len(defs) :]}"
+        return f"#/$defs/{tag}args/{rest}" if rest else f"#/$defs/{tag}args"
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in DATA_KEYWORDS:
+                out[key] = value
+            elif key == "$ref" and isinstance(value, str) and value.startswith("#"):
+                out[key] = ref(value)
+            else:
+                out[key] = walk(value)
+        return out
+
+    rebased: dict[str, Any] = walk(parameters)
+    own: dict[str, Any] = {}
+    for defs in ("$defs", "definitions"):
+        found = rebased.pop(defs, None)
+        if isinstance(found, dict):
+            own.update({tag + name: schema for name, schema in found.items()})
+    return rebased, own
 
 
 def tool_calls(
@@ -185,8 +244,8 @@ def tool_calls(
     """Calls in the tagged form of inference.tools, each matching one function's schema.
 
     `forced`: the output is calls and nothing else. Otherwise the grammar is lazy: the model
-    writes free text until it writes `<tool_call>`, and from there the grammar holds. Either
-    way a call is followed only by another call (when `parallel`) or the end.
+    writes free text until it writes `<tool_call>`, and from right after it the grammar
+    holds. Either way a call is followed only by another call (when `parallel`) or the end.
     """
     schema = json.dumps(call_schema(functions))
     check_schema(schema, limits)  # every tool together within one schema's bounds
@@ -197,15 +256,21 @@ def tool_calls(
     except Exception:  # noqa: BLE001 - the converter raises bare Exception and friends
         raise GrammarError("a tool's parameters schema is not supported") from None
     taken = set(_RULE_NAME.findall(rules))
-    call, calls = (_fresh(name, taken) for name in ("tool-call", "tool-calls"))
+    call, calls, after = (_fresh(name, taken) for name in ("tool-call", "tool-calls", "after"))
     more = f' ("\\n" {call})*' if parallel else ""
     gbnf = (
-        f'{rules}\n{call} ::= "{CALL_OPEN}\\n" root "\\n{CALL_CLOSE}"\n{calls} ::= {call}{more}\n'
+        f"{rules}\n"
+        f'{call} ::= "{CALL_OPEN}" {after}\n'
+        f'{after} ::= "\\n" root "\\n{CALL_CLOSE}"\n'
+        f"{calls} ::= {call}{more}\n"
+        f"{after}-{calls} ::= {after}{more}\n"
     )
     if len(gbnf.encode()) > limits.max_grammar_bytes:
         raise GrammarError(f"the tools' grammar would exceed {limits.max_grammar_bytes} bytes")
-    triggers = () if forced else (f"[\\s\\S]*?({re.escape(CALL_OPEN)})[\\s\\S]*",)
-    return Grammar(gbnf=gbnf, root=calls, triggers=triggers)
+    if forced:
+        return Grammar(gbnf=gbnf, root=calls)
+    # Lazy: the model writes freely until it has written the opening tag itself.
+    return Grammar(gbnf=gbnf, root=f"{after}-{calls}", lazy_after=CALL_OPEN)
 
 
 _RULE_NAME = re.compile(r"^([a-zA-Z0-9-]+)\s*::=", re.MULTILINE)

@@ -54,7 +54,7 @@ def _arguments(call: ToolCall) -> Any:
     """A call's arguments as templates expect them: a mapping (text when not JSON)."""
     try:
         return json.loads(call.arguments)
-    except ValueError:
+    except (ValueError, RecursionError):
         return call.arguments
 
 
@@ -128,6 +128,13 @@ def fallback(messages: Sequence[ChatMessage], tools: Sequence[Function]) -> list
     return out
 
 
+_PROBE_TOOL = Function("probe", None, {"type": "object", "properties": {}})
+_PROBE = [
+    ChatMessage("user", "x"),
+    ChatMessage("assistant", "", tool_calls=(ToolCall("call_0", "probe", "{}"),)),
+]
+
+
 class ChatTemplate:
     def __init__(self, source: str, *, bos_token: str, eos_token: str) -> None:
         env = ImmutableSandboxedEnvironment(
@@ -136,10 +143,20 @@ class ChatTemplate:
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
         self._template = env.from_string(source)
-        # Whether the template renders tools itself: it reads a `tools` variable.
-        self.takes_tools = "tools" in meta.find_undeclared_variables(env.parse(source))
         self.bos_token = bos_token
         self.eos_token = eos_token
+        # Whether the template renders tools itself: it reads a `tools` variable, and writes
+        # a call in the tagged form the grammar makes every model use. A template with a
+        # format of its own (Llama 3's JSON, Mistral's [TOOL_CALLS]) gets the fallback, so
+        # that the calls a model sees in its history are the ones it is made to write.
+        self.takes_tools = False
+        if "tools" in meta.find_undeclared_variables(env.parse(source)):
+            self.takes_tools = True
+            try:
+                probe = self.render(_PROBE, tools=[_PROBE_TOOL], add_generation_prompt=False)
+            except TemplateRenderError:
+                probe = ""
+            self.takes_tools = CALL_OPEN in probe
 
     def render(
         self,
@@ -167,7 +184,7 @@ class ChatTemplate:
             )
         except TemplateRenderError:
             raise
-        except (TemplateError, TypeError, ValueError, KeyError, IndexError):
+        except (TemplateError, TypeError, ValueError, KeyError, IndexError, RecursionError):
             raise TemplateRenderError(
                 "the chat template could not render the conversation"
             ) from None

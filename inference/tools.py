@@ -57,7 +57,7 @@ def call_text(name: str, arguments: str) -> str:
     try:
         json.loads(arguments)
         body = arguments
-    except ValueError:  # a client's history may hold arguments that are not JSON
+    except (ValueError, RecursionError):  # a client's history: not JSON, or nested too deep
         body = json.dumps(arguments, ensure_ascii=False)
     return f'{CALL_OPEN}\n{{"name": {json.dumps(name)}, "arguments": {body}}}\n{CALL_CLOSE}'
 
@@ -117,7 +117,7 @@ def _complete(body: str) -> str | None:
     arguments = text[:-1].rstrip()
     try:
         json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return arguments
 

@@ -237,6 +237,23 @@ BAD = [
     ({"tool_choice": "sometimes"}, "tool_choice"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"functions": [{"name": "f"}]}, "functions"),
+    (
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "f",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"a": {"$dynamicRef": "http://127.0.0.1:9/x"}},
+                        },
+                    },
+                }
+            ]
+        },
+        "tools",
+    ),
 ]
 
 
@@ -272,6 +289,17 @@ def test_bad_tool_turns_get_a_400_naming_the_message(client: TestClient) -> None
         r = client.post("/v1/chat/completions", json=request)
         assert r.status_code == 400, (turn, r.text)
         assert r.json()["error"]["param"].startswith(param), (turn, r.json())
+
+
+def test_deeply_nested_history_arguments_are_rendered_not_a_500(client: TestClient) -> None:
+    call = {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    call["function"]["arguments"] = "[" * 100_000  # json.loads would recurse past the limit
+    turn = {"role": "assistant", "content": None, "tool_calls": [call]}
+    result = {"role": "tool", "tool_call_id": "c", "content": "ok"}
+    request = body("", messages=[{"role": "user", "content": "Hi"}, turn, result])
+    r = client.post("/v1/chat/completions", json={**request, "tool_choice": "none"})
+    assert r.status_code in (200, 400), r.text  # too long for the context is a 400
+    assert r.json().get("error", {}).get("code") in (None, "context_length_exceeded")
 
 
 def test_tool_limits_have_settings(make_client: AppFactory) -> None:

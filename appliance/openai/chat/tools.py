@@ -5,17 +5,28 @@ OpenAI's `tool_calls`, whole or as stream deltas.
 Every call returned is checked against its function's schema with a JSON Schema validator:
 the grammar enforces most keywords, and a call that slips past one it cannot (`multipleOf`,
 `uniqueItems` ...) ends the request with 422, so no invalid call ever reaches a client.
+
+The validator runs on the event loop, on model text, with the client's schema, so it is
+built not to hurt: it resolves no reference outside the schema (an empty registry: nothing
+is fetched), and a `pattern` is matched by a regex engine with a time limit, within one
+budget per call, so a pattern that backtracks exponentially costs at most that budget.
+`patternProperties` is refused outright: jsonschema matches it with Python's `re`.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+import regex
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import SchemaError, ValidationError
+from referencing import Registry
 
 from appliance.errors import InvalidRequest, ToolCallInvalid
 from appliance.openai.chat.protocol import (
@@ -43,6 +54,39 @@ from inference.tools import (
 
 # What OpenAI reads an omitted `parameters` as: a function that takes no arguments.
 NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+
+# Regex time one call's validation may spend, in seconds.
+PATTERN_BUDGET_S = 0.1
+_deadline: ContextVar[float] = ContextVar("pattern_deadline", default=0.0)
+
+
+class PatternTimeout(Exception):
+    """A call's patterns ran past their budget: the call cannot be shown valid."""
+
+
+def _pattern(
+    validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        found = regex.search(
+            pattern, instance, timeout=max(1e-3, _deadline.get() - time.monotonic())
+        )
+    except TimeoutError:
+        # Not a failed match: that would turn valid under `not`. The whole check fails.
+        raise PatternTimeout from None
+    except regex.error:
+        yield ValidationError("the pattern is not a valid regular expression")
+        return
+    if found is None:
+        yield ValidationError("the string does not match the pattern")
+
+
+_Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
+_NO_FETCH: Registry[Any] = Registry()
+# Keywords the validator would match with Python's re, unbounded: refused in tools.
+_REFUSED = ("patternProperties",)
 
 _ROLES: dict[str, Role] = {
     "system": "system",
@@ -81,7 +125,7 @@ class ToolPlan:
     callable: tuple[Function, ...] = ()
     forced: bool = False  # `required` or a named function: calls and nothing else
     parallel: bool = True
-    validators: dict[str, Draft202012Validator] = field(default_factory=dict)
+    validators: dict[str, Any] = field(default_factory=dict)
 
     @property
     def calls(self) -> bool:
@@ -144,17 +188,31 @@ def plan(body: ChatCompletionRequest, *, max_tools: int, limits: SchemaLimits) -
     )
 
 
-def _validator(parameters: dict[str, Any], param: str) -> Draft202012Validator:
+def _validator(parameters: dict[str, Any], param: str) -> Any:
     kind = parameters.get("type", "object")
     if kind != "object":
         raise InvalidRequest("a function's parameters must be a JSON Schema object", param=param)
+    if _uses(parameters, _REFUSED):
+        raise InvalidRequest("patternProperties is not supported in tools", param=param)
     try:
         Draft202012Validator.check_schema(parameters)
     except SchemaError:
         raise InvalidRequest(
             "a function's parameters are not a valid JSON Schema", param=param
         ) from None
-    return Draft202012Validator(parameters)
+    except RecursionError:
+        raise InvalidRequest("a function's parameters nest too deeply", param=param) from None
+    return _Validator(parameters, registry=_NO_FETCH)
+
+
+def _uses(node: Any, keywords: tuple[str, ...]) -> bool:
+    if isinstance(node, dict):
+        return any(k in node for k in keywords) or any(
+            _uses(v, keywords) for k, v in node.items() if k not in grammars.DATA_KEYWORDS
+        )
+    if isinstance(node, list):
+        return any(_uses(item, keywords) for item in node)
+    return False
 
 
 def new_call_id() -> str:
@@ -185,10 +243,13 @@ class CallShaper:
                 self._ids.append(new_call_id())
             elif isinstance(piece, CallFinished):
                 validator = self._validators[piece.name]
+                token = _deadline.set(time.monotonic() + PATTERN_BUDGET_S)
                 try:
                     valid = validator.is_valid(json.loads(piece.arguments))
-                except Exception:  # noqa: BLE001 - an unresolvable $ref and the like
+                except Exception:  # noqa: BLE001 - an unresolvable $ref, deep nesting ...
                     valid = False
+                finally:
+                    _deadline.reset(token)
                 if not valid:
                     raise ToolCallInvalid(
                         "the model's tool call does not match the function's schema: it uses "

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from inference.errors import GrammarError
-from inference.grammar import SchemaLimits, check_schema, json_schema, tool_calls
+from inference.grammar import SchemaLimits, call_schema, check_schema, json_schema, tool_calls
 from inference.tools import Function
 
 LIMITS = SchemaLimits()
@@ -82,12 +82,14 @@ def test_a_reference_outside_the_schema_is_refused_before_the_converter_can_fetc
 def test_tool_call_grammars_are_forced_or_lazy_on_the_opening_tag() -> None:
     weather = Function("get_weather", None, {"type": "object", "properties": {}})
     forced = tool_calls([weather], forced=True, parallel=False, limits=SchemaLimits())
-    assert forced.triggers == ()
-    assert '"<tool_call>\\n" root "\\n</tool_call>"' in forced.gbnf
+    assert forced.lazy_after is None
+    assert forced.root == "tool-calls"
+    assert 'tool-call ::= "<tool_call>" after' in forced.gbnf
+    assert 'after ::= "\\n" root "\\n</tool_call>"' in forced.gbnf
     lazy = tool_calls([weather], forced=False, parallel=True, limits=SchemaLimits())
-    assert len(lazy.triggers) == 1
-    assert "<tool_call>" in lazy.triggers[0]
-    assert '("\\n" tool-call)*' in lazy.gbnf
+    assert lazy.lazy_after == "<tool_call>"
+    assert lazy.root == "after-tool-calls"  # starts right after the tag the model wrote
+    assert 'after-tool-calls ::= after ("\\n" tool-call)*' in lazy.gbnf
     with pytest.raises(GrammarError):
         tool_calls([weather], forced=True, parallel=True, limits=SchemaLimits(max_depth=2))
 
@@ -109,3 +111,25 @@ def test_bounded_integers_become_an_enum_the_grammar_enforces() -> None:
     assert even.replace(" ", "") == 'even::="0"|"2"|"4"|"6"'
     # Too many values to spell out: a plain integer, left to the validator.
     assert 'wide-kv ::= "\\"wide\\"" space ":" space integer' in gbnf
+
+
+def test_each_functions_definitions_stay_its_own_in_the_call_schema() -> None:
+    def item(kind: str) -> dict[str, Any]:  # as pydantic writes a nested model
+        return {
+            "$defs": {
+                "Item": {"type": "object", "properties": {"v": {"type": kind}}, "required": ["v"]}
+            },
+            "type": "object",
+            "properties": {"item": {"$ref": "#/$defs/Item"}},
+            "required": ["item"],
+        }
+
+    functions = [Function("a", None, item("integer")), Function("b", None, item("boolean"))]
+    schema = call_schema(functions)
+    assert schema["anyOf"][1]["properties"]["arguments"] == {"$ref": "#/$defs/f1-args"}
+    assert set(schema["$defs"]) == {"f0-args", "f0-Item", "f1-args", "f1-Item"}
+    assert schema["$defs"]["f1-args"]["properties"]["item"] == {"$ref": "#/$defs/f1-Item"}
+    gbnf = tool_calls(functions, forced=True, parallel=False, limits=LIMITS).gbnf
+    rules = dict(line.split(" ::= ", 1) for line in gbnf.splitlines() if " ::= " in line)
+    assert "integer" in rules["f0-Item-v-kv"]
+    assert "boolean" in rules["f1-Item-v-kv"]

@@ -41,8 +41,8 @@ def test_raise_exception_becomes_a_content_free_error() -> None:
 NATIVE = (
     "{% if tools %}[tools:{% for t in tools %}{{ t.function.name }};{% endfor %}]{% endif %}"
     "{% for m in messages %}<{{ m.role }}>{{ m.content }}"
-    "{% for c in m.tool_calls or [] %}(call {{ c.id }} {{ c.function.name }} "
-    "{{ c.function.arguments.city }}){% endfor %}"
+    "{% for c in m.tool_calls or [] %}<tool_call>{{ c.id }} {{ c.function.name }} "
+    "{{ c.function.arguments.city }}</tool_call>{% endfor %}"
     "{% if m.tool_call_id %}[for {{ m.tool_call_id }}]{% endif %}</{{ m.role }}>{% endfor %}"
 )
 WEATHER = Function("get_weather", "Weather by city", {"type": "object"})
@@ -61,7 +61,7 @@ def test_a_template_that_reads_tools_gets_them_and_the_calls_as_hugging_face_pas
     out = template.render(TURNS, tools=[WEATHER])
     assert out == (
         "[tools:get_weather;]<user>Weather in Paris?</user>"
-        "<assistant>(call call_1 get_weather Paris)</assistant>"
+        "<assistant><tool_call>call_1 get_weather Paris</tool_call></assistant>"
         "<tool>18C[for call_1]</tool><tool>sunny[for call_1]</tool>"
     )
 
@@ -93,3 +93,18 @@ def test_without_tools_the_fallback_leaves_a_plain_conversation_alone() -> None:
     template = ChatTemplate(SIMPLE, bos_token="", eos_token="")
     out = template.render([ChatMessage("system", "Be brief."), ChatMessage("user", "hi")])
     assert out == "<system>Be brief.</system><user>hi</user><assistant>"
+
+
+def test_a_template_with_a_call_format_of_its_own_gets_the_fallback() -> None:
+    # Reads `tools`, but writes calls as Llama 3 does: the model would see calls in a form
+    # the grammar never lets it write.
+    own = (
+        "{% for m in messages %}{{ m.role }}:{{ m.content }}"
+        '{% for c in m.tool_calls or [] %}{"name": "{{ c.function.name }}"}'
+        "{% endfor %}\n{% endfor %}{{ tools | length if tools else '' }}"
+    )
+    template = ChatTemplate(own, bos_token="", eos_token="")
+    assert not template.takes_tools
+    out = template.render(TURNS, tools=[WEATHER])
+    assert out.startswith("system:You can call functions.")
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}' in out
