@@ -152,20 +152,21 @@ def _multiple(value: int, of: Any) -> bool:
     return (value / of).is_integer()
 
 
-def _to_gbnf(schema_json: str, limits: SchemaLimits) -> str:
+def _to_gbnf(schema_json: str, limits: SchemaLimits, what: str) -> str:
+    """The converter's rules for a schema already measured; `what` names it in errors."""
     schema = json.dumps(_bounded_integers(json.loads(schema_json), limits))
-    return str(json_schema_to_gbnf(schema))
+    try:
+        return str(json_schema_to_gbnf(schema))
+    except RecursionError:
+        raise GrammarError(f"{what} nests too deeply") from None
+    except Exception:  # noqa: BLE001 - the converter raises bare Exception and friends
+        raise GrammarError(f"{what} is not supported") from None
 
 
 def json_schema(schema_json: str, limits: SchemaLimits) -> Grammar:
     """Compile a JSON Schema (as JSON text) to GBNF, within `limits`."""
     check_schema(schema_json, limits)
-    try:
-        gbnf = _to_gbnf(schema_json, limits)
-    except RecursionError:
-        raise GrammarError("the JSON schema nests too deeply") from None
-    except Exception:  # noqa: BLE001 - the converter raises bare Exception and friends
-        raise GrammarError("the JSON schema is not supported") from None
+    gbnf = _to_gbnf(schema_json, limits, "the JSON schema")
     if len(gbnf.encode()) > limits.max_grammar_bytes:
         raise GrammarError(
             f"the JSON schema's grammar would exceed {limits.max_grammar_bytes} bytes"
@@ -249,12 +250,7 @@ def tool_calls(
     """
     schema = json.dumps(call_schema(functions))
     check_schema(schema, limits)  # every tool together within one schema's bounds
-    try:
-        rules = _to_gbnf(schema, limits)
-    except RecursionError:
-        raise GrammarError("a tool's parameters schema nests too deeply") from None
-    except Exception:  # noqa: BLE001 - the converter raises bare Exception and friends
-        raise GrammarError("a tool's parameters schema is not supported") from None
+    rules = _to_gbnf(schema, limits, "a tool's parameters schema")
     taken = set(_RULE_NAME.findall(rules))
     call, calls, after = (_fresh(name, taken) for name in ("tool-call", "tool-calls", "after"))
     more = f' ("\\n" {call})*' if parallel else ""
