@@ -77,8 +77,8 @@ def main() -> int:
         for _ in range(args.runs):
             rates["call"].append(timed(chat, call, auth_s)[0])
             rates["text"].append(timed(chat, text, auth_s)[0])
-        bare = httpx.post(chat, json=common | {"max_tokens": 1, "stream": False}, headers=auth)
-        listed = httpx.post(chat, json=text | {"max_tokens": 1, "stream": False}, headers=auth)
+        bare = httpx.post(chat, json=common | {"max_tokens": 1}, headers=auth)
+        listed = httpx.post(chat, json=text | {"max_tokens": 1}, headers=auth)
         prompt = bare.json()["usage"]["prompt_tokens"], listed.json()["usage"]["prompt_tokens"]
     call_rate, text_rate = (statistics.median(v) for v in rates.values())
     print(f"tools: SmolLM2-135M Q4_1, CPU, one {n}-token call, median of {args.runs}")

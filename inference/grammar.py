@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,17 +106,28 @@ def _count(value: float, limits: SchemaLimits) -> int:
     return max(0, int(value))
 
 
+def schema_map(node: Any, change: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """A copy of a schema with `change` applied to every object in it, innermost first; the
+    values of data keywords (`const`, `enum` ...) are copied as they are."""
+    if isinstance(node, list):
+        return [schema_map(item, change) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return change(
+        {
+            key: value if key in DATA_KEYWORDS else schema_map(value, change)
+            for key, value in node.items()
+        }
+    )
+
+
 def _bounded_integers(node: Any, limits: SchemaLimits) -> Any:
     """The schema with each bounded integer range of at most `max_repetition` values spelled
     out as an `enum`: the converter ignores `minimum` and `maximum`, an enum it enforces."""
-    if isinstance(node, list):
-        return [_bounded_integers(item, limits) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {
-        key: value if key in DATA_KEYWORDS else _bounded_integers(value, limits)
-        for key, value in node.items()
-    }
+    return schema_map(node, lambda out: _as_enum(out, limits))
+
+
+def _as_enum(out: dict[str, Any], limits: SchemaLimits) -> dict[str, Any]:
     if out.get("type") != "integer" or "enum" in out or "const" in out:
         return out
     low, high = (
@@ -215,22 +226,13 @@ def _rebased(parameters: dict[str, Any], tag: str) -> tuple[dict[str, Any], dict
                 return f"#/$defs/{tag}{rest[len(defs) :]}"
         return f"#/$defs/{tag}args/{rest}" if rest else f"#/$defs/{tag}args"
 
-    def walk(node: Any) -> Any:
-        if isinstance(node, list):
-            return [walk(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            if key in DATA_KEYWORDS:
-                out[key] = value
-            elif key == "$ref" and isinstance(value, str) and value.startswith("#"):
-                out[key] = ref(value)
-            else:
-                out[key] = walk(value)
-        return out
+    def local(node: dict[str, Any]) -> dict[str, Any]:
+        target = node.get("$ref")
+        if isinstance(target, str) and target.startswith("#"):
+            return {**node, "$ref": ref(target)}
+        return node
 
-    rebased: dict[str, Any] = walk(parameters)
+    rebased: dict[str, Any] = schema_map(parameters, local)
     own: dict[str, Any] = {}
     for defs in ("$defs", "definitions"):
         found = rebased.pop(defs, None)

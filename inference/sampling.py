@@ -162,27 +162,31 @@ class SamplerChain:
         text ends with the trigger."""
         assert self._piece is not None
         banned: list[int] = []
-        token = None
+        token, text = None, None
         for _ in range(_REDRAWS):
             token = self._draw(self._fill(logits, banned))
-            if token is None or self._fits(token):
+            if token is None or (text := self._fitting(token)) is not None:
                 break
             banned.append(token)
         else:  # rare: take the likeliest token that fits
             order = np.argsort(-np.ctypeslib.as_array(logits, shape=(self._n_vocab,)))
-            token = next((int(t) for t in order[:_SCAN] if self._fits(int(t))), None)
-        if token is not None:
-            text = self._tail + self._piece(token)
+            token = None
+            for candidate in order[:_SCAN]:
+                if (text := self._fitting(int(candidate))) is not None:
+                    token = int(candidate)
+                    break
+        if text is not None:
             if text.endswith(self._trigger):
                 self._trigger = b""  # the grammar holds from the next token
             self._tail = text[-len(self._trigger) :] if self._trigger else b""
         return token
 
-    def _fits(self, token: int) -> bool:
+    def _fitting(self, token: int) -> bytes | None:
+        """The text's tail with `token`'s piece, or None if the piece runs past the trigger."""
         assert self._piece is not None
         text = self._tail + self._piece(token)
         at = text.find(self._trigger)
-        return at < 0 or at + len(self._trigger) == len(text)
+        return text if at < 0 or at + len(self._trigger) == len(text) else None
 
     def close(self) -> None:
         for name in ("_ptr", "_grammar"):

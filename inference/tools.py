@@ -133,11 +133,6 @@ class ToolCallParser:
         self.calls: list[CallFinished] = []
         self._index = -1
 
-    @property
-    def started(self) -> bool:
-        """Whether any call has begun."""
-        return self._index >= 0
-
     def feed(self, text: str) -> list[Piece]:
         self._buffer += text
         out: list[Piece] = []
@@ -157,16 +152,21 @@ class ToolCallParser:
         return out
 
     def _content(self, out: list[Piece]) -> None:
+        self._seek_open(out, content=True)
+
+    def _between(self, out: list[Piece]) -> None:  # only whitespace, under the grammar
+        self._seek_open(out, content=False)
+
+    def _seek_open(self, out: list[Piece], *, content: bool) -> None:
+        """Up to the next opening tag: the text before it is content, or dropped; a tail
+        that may be the tag's start waits for more."""
         at = self._buffer.find(CALL_OPEN)
+        end = len(self._buffer) - _partial_suffix(self._buffer, CALL_OPEN) if at < 0 else at
+        if content and end:
+            out.append(Content(self._buffer[:end]))
         if at < 0:
-            keep = _partial_suffix(self._buffer, CALL_OPEN)
-            ready = self._buffer[: len(self._buffer) - keep]
-            if ready:
-                out.append(Content(ready))
-                self._buffer = self._buffer[len(ready) :]
+            self._buffer = self._buffer[end:]
             return
-        if at:
-            out.append(Content(self._buffer[:at]))
         self._buffer = self._buffer[at + len(CALL_OPEN) :]
         self._state = "head"
 
@@ -203,12 +203,3 @@ class ToolCallParser:
         if len(safe) > self._sent:
             out.append(ArgumentsDelta(self._index, safe[self._sent :]))
             self._sent = len(safe)
-
-    def _between(self, out: list[Piece]) -> None:
-        at = self._buffer.find(CALL_OPEN)
-        if at >= 0:
-            self._buffer = self._buffer[at + len(CALL_OPEN) :]
-            self._state = "head"
-        else:
-            keep = _partial_suffix(self._buffer, CALL_OPEN)
-            self._buffer = self._buffer[len(self._buffer) - keep :]
