@@ -47,11 +47,16 @@ def load_engine(settings: ApplianceSettings) -> Engine:
         n_gpu_layers=settings.n_gpu_layers,
         n_threads=settings.n_threads,
         n_ctx_per_seq=settings.n_ctx_per_session,
-        n_seq_max=settings.max_sessions,
+        n_seq_max=settings.slots,
         n_batch=settings.n_batch,
         extra_buffers=settings.llama_extra_buffers,
     )
-    return Engine(LlamaModel(pinned, config), prefill_order=settings.prefill_order)
+    return Engine(
+        LlamaModel(pinned, config),
+        prefill_order=settings.prefill_order,
+        park_budget_bytes=settings.kv_park_bytes,
+        eviction=settings.kv_eviction,
+    )
 
 
 def load_embedder(settings: ApplianceSettings) -> Embedder:

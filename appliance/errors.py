@@ -135,6 +135,19 @@ class RateLimited(TooManyRequests):
         self.headers = MappingProxyType({"Retry-After": str(max(1, math.ceil(retry_after_s)))})
 
 
+class QueueFull(TooManyRequests):
+    """Every KV sequence is busy and the waiting line is full, or the expected wait would
+    outlast the request's deadline."""
+
+    code = "queue_full"
+
+    def __init__(
+        self, message: str, *, retry_after_s: float = 1.0, param: str | None = None
+    ) -> None:
+        super().__init__(message, param=param)
+        self.headers = MappingProxyType({"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+
+
 class NotReady(APIError):
     status = 503
     type = "server_error"
@@ -160,7 +173,7 @@ _INFERENCE: dict[type[inference.InferenceError], tuple[type[APIError], str | Non
     inference.InvalidTokenId: (InvalidRequest, "logit_bias"),
     TemplateRenderError: (InvalidRequest, "messages"),
     inference.ContextOverflow: (ContextLengthExceeded, "messages"),
-    inference.NoFreeSequence: (TooManyRequests, None),
+    inference.QueueFull: (QueueFull, None),
     inference.DeadlineExceeded: (RequestTimeout, None),
     inference.EngineStopped: (NotReady, None),
     inference.ModelError: (NotReady, None),

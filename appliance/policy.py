@@ -61,6 +61,8 @@ class Quota(_Strict):
     tokens_per_day: Count | None = None
     requests_per_month: Count | None = None
     tokens_per_month: Count | None = None
+    # The client's class in the waiting line for KV sequences (KEEP_PRIORITY_CLASSES).
+    priority: Annotated[int, Field(ge=0, le=15)] | None = None
 
 
 class ModelVersion(_Strict):

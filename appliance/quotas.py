@@ -41,6 +41,11 @@ class QuotaBook:
             m = self._month[client_id] = _Usage(month)
         return d, m
 
+    def priority(self, client_id: str | None) -> int | None:
+        """The client's class in the waiting line, if the policy names one."""
+        limit = self._limits.get(client_id) if client_id is not None else None
+        return None if limit is None else limit.priority
+
     def admit(self, client_id: str | None, now: float | None = None) -> None:
         """Count one request, or raise QuotaExceeded if the client has none left."""
         if client_id is None or client_id not in self._limits:

@@ -1,15 +1,20 @@
-"""Sessions: server-issued ids, each owning one KV sequence, torn down on delete or idle TTL.
+"""Sessions: server-issued ids, each owning one KV context, torn down on delete or idle TTL.
+
+A session is the logical thing: id, owner, documents, counters, receipt. Its KV context
+(inference.contexts) takes a KV sequence only for the length of a turn, so far more sessions
+are open than there are sequences.
 
 Invariants:
 - A session id is random and issued by the server; a client never chooses one.
 - A session is visible only to the principal that opened it; to anyone else it does not exist.
 - One client holds at most `max_per_client` live sessions (appliance.shares.client_of), so no
-  client can take every sequence. A session counts until its sequence is freed.
+  client can take every session. A session counts until its KV context is freed.
 - Only a request that succeeds refreshes a session's idle timer (`touch`): failures, 404s
   and reads keep nobody's session alive.
 - One request at a time runs in a session; others wait in arrival order until the deadline.
-- Teardown frees the session's KV sequence. If a request is running, teardown cancels it and
-  the sequence is freed as soon as that request lets go of it.
+- Teardown frees the session's KV context: its sequence, or its parked bytes, zeroed. If a
+  request is running, teardown cancels it and the context is freed as soon as that request
+  lets go of it.
 - Teardown issues the session's receipt, once. If the receipt cannot be written the
   teardown raises ReceiptsUnavailable, and no new session is opened after that (fail closed).
 All methods run on the asyncio loop; only the engine's worker touches the KV cache.
@@ -30,8 +35,7 @@ from appliance.auth import Principal
 from appliance.errors import ReceiptsUnavailable, RequestTimeout, SessionNotFound, TooManyRequests
 from appliance.journal import ReceiptLog, ReceiptWriteError
 from appliance.shares import Tally, client_of
-from inference.engine import Engine, Generation, SequenceHandle
-from inference.errors import NoFreeSequence
+from inference.engine import Engine, Generation, KvContext
 from rag.collection import Collection
 
 log = logging.getLogger("keep.sessions")
@@ -44,7 +48,7 @@ class Session:
     owner: str
     peer_id: str
     client_id: str | None
-    seq: SequenceHandle
+    kv: KvContext
     ephemeral: bool
     ttl_s: float
     started_at: float = field(default_factory=time.time)
@@ -111,10 +115,7 @@ class SessionRegistry:
             raise TooManyRequests(
                 f"this client holds {self._max_per_client} live sessions; close one or retry"
             )
-        try:
-            seq = self._engine.acquire_sequence()
-        except NoFreeSequence:
-            raise TooManyRequests("too many live sessions; retry shortly") from None
+        kv = self._engine.open_context()
         self._per_client.add(client)
         session = Session(
             id="sess_" + secrets.token_urlsafe(24),
@@ -122,7 +123,7 @@ class SessionRegistry:
             owner=principal.digest,
             peer_id=principal.peer_id,
             client_id=principal.client_id,
-            seq=seq,
+            kv=kv,
             ephemeral=ephemeral,
             ttl_s=self._ttl,
         )
@@ -173,13 +174,13 @@ class SessionRegistry:
             if session.collection is not None:
                 session.collection.close()
                 session.collection = None
-            await asyncio.wrap_future(self._engine.release_sequence(session.seq))
+            await asyncio.wrap_future(self._engine.release(session.kv))
         finally:
             self._per_client.drop(session.share)
         await self._issue_receipt(session)
 
     def held_by(self, client: str) -> int:
-        """Live sessions the client holds, those whose sequence is not yet freed included."""
+        """Live sessions the client holds, those whose KV is not yet freed included."""
         return self._per_client[client]
 
     async def _issue_receipt(self, session: Session) -> None:

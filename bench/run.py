@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["engine_vs_llama_server.py", "logprobs.py", "tools.py", "rag.py", "journal.py"]
+BENCHMARKS = [
+    "engine_vs_llama_server.py",
+    "sessions.py",
+    "logprobs.py",
+    "tools.py",
+    "rag.py",
+    "journal.py",
+]
 
 
 def main() -> int:

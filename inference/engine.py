@@ -1,20 +1,23 @@
 """The inference engine: one model, one scheduler thread, continuous batching over sequences.
 
+Sessions own KV contexts (inference.contexts), not sequences. A request names its context;
+it waits in a fair line (inference.admission) until a sequence can be leased for it, runs its
+turn there, and leaves its KV warm in that sequence until another turn needs the sequence.
+
 Each step the scheduler builds one batch from two parts: one decode token for every
-generating request, then prompt chunks of admitted requests in arrival order, up to
-`n_batch` tokens in all. It calls llama_decode once per step and samples every request
-that has logits in it, each with its own sampler chain.
+generating request, then prompt chunks of admitted requests in lease order, up to `n_batch`
+tokens in all. It calls llama_decode once per step and samples every request that has
+logits in it, each with its own sampler chain.
 
 Invariants:
 - Only the scheduler thread touches the llama.cpp context, so the asyncio loop never blocks.
-- Requests are admitted in arrival order; their prompts are prefilled in arrival order, or
-  shortest first when so configured.
-- A sequence id belongs to one owner from `acquire_sequence` until `release_sequence`, which
-  stops any request on it and removes its KV cells before the id is handed out again.
-  Nothing is shared between sequences: a request re-uses only the KV prefix its own
-  sequence already holds.
-- Cancellation and deadlines are checked before every step, so a cancelled request leaves
-  the batch within one step.
+- A sequence holds one context's cells at a time. A request re-uses only the KV prefix its
+  own context holds, warm or restored from its own parked bytes; nothing is shared between
+  contexts.
+- `release` stops any request of the context, takes its queued ones out, and frees its
+  sequence and parked bytes before the sequence is leased again.
+- Cancellation and deadlines are checked before every step, for running and waiting requests
+  alike, so a cancelled request leaves the batch or the line within one step.
 """
 
 from __future__ import annotations
@@ -29,30 +32,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from inference import logprobs
-from inference.errors import (
-    Cancelled,
-    ContextOverflow,
-    DeadlineExceeded,
-    EngineStopped,
-    InferenceError,
-    NoFreeSequence,
-)
+from inference.admission import FairQueue
+from inference.batch import Batch, EngineStats, check
+from inference.contexts import Eviction, KvContext, KvPool
+from inference.errors import Cancelled, ContextOverflow, EngineStopped, InferenceError, QueueFull
 from inference.generation import (
     Event,
     Failed,
     Finished,
-    FinishReason,
     Generation,
     GenerationRequest,
-    SequenceHandle,
     Started,
     TextDelta,
     TokenLogprobs,
 )
 from inference.model import LlamaModel
-from inference.sampling import SamplerChain
-from inference.textstream import TextStream
 
 __all__ = [
     "Engine",
@@ -62,7 +56,7 @@ __all__ = [
     "Finished",
     "Generation",
     "GenerationRequest",
-    "SequenceHandle",
+    "KvContext",
     "Started",
     "TextDelta",
     "TokenLogprobs",
@@ -80,7 +74,7 @@ class _Stop:
 
 @dataclass(eq=False)
 class _Admit:
-    seq: int
+    ctx: KvContext
     request: GenerationRequest
     gen: Generation
 
@@ -88,80 +82,61 @@ class _Admit:
 _Job = Callable[[], None] | _Stop | _Admit
 
 
-@dataclass(eq=False)
-class _Slot:
-    """One running request on its sequence."""
-
-    seq: int
-    request: GenerationRequest
-    gen: Generation
-    chain: SamplerChain
-    text: TextStream
-    n_prompt: int
-    n_past: int
-    feed: list[int]
-    prefilling: bool = True
-    n_gen: int = 0
-    logits_at: int = -1
-
-
-@dataclass
-class EngineStats:
-    """Engine-internal figures. Content-free; never sent to a client."""
-
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reused_tokens: int = 0
-    queue_depth: int = 0
-    slots_in_use: int = 0
-    steps: int = 0
-    step_seconds: float = 0.0
-    last_step_seconds: float = 0.0
-
-
 class Engine:
-    def __init__(self, model: LlamaModel, *, prefill_order: PrefillOrder = "arrival") -> None:
+    def __init__(
+        self,
+        model: LlamaModel,
+        *,
+        prefill_order: PrefillOrder = "arrival",
+        park_budget_bytes: int = 1 << 30,
+        eviction: Eviction = "park",
+    ) -> None:
         self.model = model
         self.prefill_order = prefill_order
         self.stats = EngineStats()
-        self._free = list(range(model.n_seq_max))
-        self._pool = threading.Lock()
-        self._kv_tokens: dict[int, list[int]] = {s: [] for s in range(model.n_seq_max)}
-        self._slots: dict[int, _Slot] = {}
+        self.kv = KvPool(model, park_budget_bytes=park_budget_bytes, eviction=eviction)
+        self._lock = threading.Lock()
+        self._contexts: set[KvContext] = set()
+        self._line: FairQueue[_Admit] = FairQueue()
+        self._batch = Batch(model, self.kv, self.stats, prefill_order)
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="keep-inference", daemon=True)
         self._worker.start()
 
-    # Sequences
+    # Contexts
 
-    def acquire_sequence(self) -> SequenceHandle:
-        with self._pool:
+    def open_context(self) -> KvContext:
+        """A new, empty KV context for a session. It holds no sequence until a turn runs."""
+        with self._lock:
             if self._closed:
                 raise EngineStopped("the engine is closed")
-            if not self._free:
-                raise NoFreeSequence("every KV sequence is in use")
-            return SequenceHandle(self._free.pop(0))
+            ctx = KvContext()
+            self._contexts.add(ctx)
+            self.stats.contexts = len(self._contexts)
+            return ctx
 
-    def release_sequence(self, seq: SequenceHandle) -> concurrent.futures.Future[None]:
-        """Stop any request on the sequence, remove its KV cells, and return its id."""
+    def release(self, ctx: KvContext) -> concurrent.futures.Future[None]:
+        """Stop the context's request, take its waiting ones out of the line, and free its
+        sequence and parked bytes."""
 
         def release() -> None:
-            slot = self._slots.get(seq.id)
-            if slot is not None:
-                self._finish(slot, Failed(Cancelled("the request was cancelled")))
-            self.model.forget(seq.id)
-            self._kv_tokens[seq.id] = []
-            with self._pool:
-                self._free.append(seq.id)
+            for turn in [t for t in self._batch.turns.values() if t.ctx is ctx]:
+                self._batch.finish(turn, Failed(Cancelled("the request was cancelled")))
+            for job in self._line.remove_where(lambda job: job.ctx is ctx):
+                self._unqueue(job, Cancelled("the request was cancelled"))
+            self.kv.release(ctx)
+            with self._lock:
+                self._contexts.discard(ctx)
+                self.stats.contexts = len(self._contexts)
+            self._count()
 
         return self.call(release)
 
     @property
     def free_sequences(self) -> int:
-        with self._pool:
-            return len(self._free)
+        """Sequences that hold no context's cells."""
+        return self.kv.free_sequences
 
     def live_sequences(self) -> concurrent.futures.Future[int]:
         """How many sequences hold KV cells, as llama.cpp's memory reports it."""
@@ -170,7 +145,28 @@ class Engine:
 
     def active_slots(self) -> concurrent.futures.Future[int]:
         """How many requests are in the batch (prefilling or generating)."""
-        return self.call(lambda: len(self._slots))
+        return self.call(lambda: len(self._batch.turns))
+
+    @property
+    def waiting(self) -> int:
+        """Requests in the waiting line: submitted, and more than the sequences not running
+        a turn could take at once."""
+        return max(0, self._beyond_idle(0))
+
+    def line_full(self, max_waiting: int) -> bool:
+        """Whether one more request would find `max_waiting` others already waiting."""
+        return self._beyond_idle(1) > max_waiting
+
+    def _beyond_idle(self, extra: int) -> int:
+        idle = self.model.n_seq_max - self.stats.slots_in_use
+        return self.stats.queue_depth + extra - idle
+
+    def expected_wait_s(self) -> float:
+        """A rough wait for a request submitted now: turns ahead of it per sequence."""
+        ahead = self._beyond_idle(1)
+        if ahead <= 0:
+            return 0.0
+        return ahead / self.model.n_seq_max * self.stats.turn_seconds
 
     # Work
 
@@ -196,12 +192,24 @@ class Engine:
         self._put(job)
         return future
 
-    def submit(self, seq: SequenceHandle, request: GenerationRequest) -> Generation:
+    def submit(
+        self, ctx: KvContext, request: GenerationRequest, *, max_waiting: int | None = None
+    ) -> Generation:
+        """Queue a turn for `ctx`. With `max_waiting`, refuse with QueueFull when that many
+        requests already wait for a sequence."""
         if len(request.prompt) == 0:
             raise ValueError("an empty prompt cannot be decoded")
         generation = Generation(asyncio.get_running_loop())
-        self.stats.queue_depth += 1
-        self._put(_Admit(seq.id, request, generation))
+        with self._lock:
+            if max_waiting is not None and self.line_full(max_waiting):
+                raise QueueFull("every KV sequence is busy and the waiting line is full")
+            self.stats.queue_depth += 1
+        try:
+            self._put(_Admit(ctx, request, generation))
+        except BaseException:
+            with self._lock:
+                self.stats.queue_depth -= 1
+            raise
         return generation
 
     def _put(self, job: _Job) -> None:
@@ -210,7 +218,7 @@ class Engine:
         self._jobs.put(job)
 
     def close(self) -> None:
-        with self._pool:
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
@@ -229,8 +237,10 @@ class Engine:
             try:
                 if not self._take_jobs():
                     break
-                if self._slots:
-                    self._step()
+                if self._line:
+                    self._schedule()
+                if self._batch.turns:
+                    self._batch.step()
             except Exception as exc:  # noqa: BLE001 - a bug must not kill the scheduler
                 # Type only: an exception's text may quote a request.
                 log.error("inference step failed: %s", type(exc).__name__)
@@ -239,162 +249,80 @@ class Engine:
 
     def _take_jobs(self) -> bool:
         """Run queued jobs; wait for one only when nothing is running. False on stop."""
-        block = not self._slots
+        block = not self._batch.turns
         while True:
             try:
-                job = self._jobs.get(block=block)
+                # Requests waiting with nothing running can only be waiting for a release.
+                job = self._jobs.get(block=block, timeout=0.05 if self._line else None)
             except queue.Empty:
                 return True
             block = False
             if isinstance(job, _Stop):
                 return False
             if isinstance(job, _Admit):
-                self._admit(job)
+                self._enqueue(job)
             else:
                 job()
 
-    def _admit(self, job: _Admit) -> None:
-        self.stats.queue_depth -= 1
-        request, gen = job.request, job.gen
+    def _enqueue(self, job: _Admit) -> None:
+        request = job.request
         try:
-            self._check(request, gen)
-            prompt = list(request.prompt)
-            if len(prompt) + request.max_tokens > self.model.n_ctx_per_seq:
+            check(request, job.gen)
+            if len(request.prompt) + request.max_tokens > self.model.n_ctx_per_seq:
                 raise ContextOverflow("the prompt and completion exceed the session's context")
-            if job.seq in self._slots:
-                raise InferenceError("the sequence is already running a request")
-            chain = SamplerChain(
-                self.model.vocab, self.model.n_vocab, request.sampling, self.model.piece
-            )
+            if job.ctx.closed:
+                raise Cancelled("the session has ended")
         except InferenceError as exc:
-            gen.emit(Failed(exc))
+            self._unqueue(job, exc)
             return
-        keep = self._reusable_prefix(job.seq, prompt)
-        self.stats.reused_tokens += keep
-        self._slots[job.seq] = _Slot(
-            seq=job.seq,
-            request=request,
-            gen=gen,
-            chain=chain,
-            text=TextStream(request.stop),
-            n_prompt=len(prompt),
-            n_past=keep,
-            feed=prompt[keep:],
-        )
-        self.stats.slots_in_use = len(self._slots)
+        self._line.push(job, client=request.client, priority=request.priority)
 
-    def _reusable_prefix(self, seq: int, prompt: list[int]) -> int:
-        """Keep the longest common prefix of this sequence's own KV and the new prompt."""
-        cached = self._kv_tokens[seq]
-        keep = 0
-        for a, b in zip(cached, prompt, strict=False):
-            if a != b:
+    def _unqueue(self, job: _Admit, error: InferenceError) -> None:
+        """A request leaves the line without a sequence."""
+        with self._lock:
+            self.stats.queue_depth -= 1
+        job.gen.emit(Failed(error))
+
+    def _schedule(self) -> None:
+        """Drop waiting requests that were cancelled or ran out of time, then lease sequences
+        to the rest in the line's order, as long as sequences can be had."""
+        for gone in self._line.remove_where(self._expired):
+            try:
+                check(gone.request, gone.gen)
+            except InferenceError as exc:
+                self._unqueue(gone, exc)
+        running = self._batch.running
+        while (job := self._line.peek(running)) is not None:
+            if job.ctx.running or job.ctx.closed:
+                self._line.pop(running)
+                self._unqueue(
+                    job,
+                    Cancelled("the session has ended")
+                    if job.ctx.closed
+                    else InferenceError("the session is already running a request"),
+                )
+                continue
+            seq = self.kv.lease(job.ctx)
+            if seq is None:
                 break
-            keep += 1
-        keep = min(keep, len(prompt) - 1)  # the last prompt token is decoded for its logits
-        if keep < len(cached) and not self.model.forget(seq, keep):
-            self.model.forget(seq)
-            keep = 0
-        del cached[keep:]
-        return keep
+            self._line.pop(running)
+            with self._lock:
+                self.stats.queue_depth -= 1
+            self._batch.start(job.ctx, seq, job.request, job.gen)
+        self._count()
 
     @staticmethod
-    def _check(request: GenerationRequest, gen: Generation) -> None:
-        if gen.cancelled:
-            raise Cancelled("the request was cancelled")
-        if time.monotonic() > request.deadline:
-            raise DeadlineExceeded("the request ran past its deadline")
+    def _expired(job: _Admit) -> bool:
+        return job.gen.cancelled or time.monotonic() > job.request.deadline
 
-    def _step(self) -> None:
-        for slot in list(self._slots.values()):
-            try:
-                self._check(slot.request, slot.gen)
-            except InferenceError as exc:
-                self._finish(slot, Failed(exc))
-        if not self._slots:
-            return
-        entries: list[tuple[int, int, int, bool]] = []
-        fed: list[tuple[_Slot, int]] = []
-        for slot in self._slots.values():
-            if not slot.prefilling:
-                slot.logits_at = len(entries)
-                entries.append((slot.seq, slot.feed[0], slot.n_past, True))
-                fed.append((slot, 1))
-        budget = self.model.config.n_batch - len(entries)
-        waiting = [slot for slot in self._slots.values() if slot.prefilling]
-        if self.prefill_order == "shortest_first":
-            waiting.sort(key=lambda slot: len(slot.feed))
-        for slot in waiting:
-            if budget <= 0:
-                break
-            chunk = slot.feed[:budget]
-            done = len(chunk) == len(slot.feed)
-            for i, token in enumerate(chunk):
-                entries.append((slot.seq, token, slot.n_past + i, done and i == len(chunk) - 1))
-            slot.logits_at = len(entries) - 1 if done else -1
-            fed.append((slot, len(chunk)))
-            budget -= len(chunk)
-        started = time.perf_counter()
-        self.model.decode_batch(entries)
-        elapsed = time.perf_counter() - started
-        self.stats.steps += 1
-        self.stats.step_seconds += elapsed
-        self.stats.last_step_seconds = elapsed
-        for slot, n in fed:
-            self._kv_tokens[slot.seq].extend(slot.feed[:n])
-            slot.n_past += n
-            del slot.feed[:n]
-            if slot.feed:
-                continue  # more prompt to prefill
-            if slot.prefilling:
-                slot.prefilling = False
-                self.stats.requests += 1
-                self.stats.prompt_tokens += slot.n_prompt
-                slot.gen.emit(Started(prompt_tokens=slot.n_prompt))
-            try:
-                self._sample(slot)
-            except InferenceError as exc:  # this request's own dead end (its grammar's)
-                self._finish(slot, Failed(exc))
-
-    def _sample(self, slot: _Slot) -> None:
-        model = self.model
-        token = slot.chain.sample(model.ctx, slot.logits_at)
-        if model.is_eog(token):
-            self._complete(slot, "stop")
-            return
-        slot.n_gen += 1
-        if slot.request.logprobs is not None:
-            logits = model.logits(slot.logits_at)
-            entry = logprobs.entry(logits, token, slot.request.logprobs, model.piece)
-            slot.gen.emit(TokenLogprobs(entry))
-        delta = slot.text.push(model.piece(token))
-        if delta:
-            slot.gen.emit(TextDelta(delta))
-        if slot.text.stopped:
-            self._complete(slot, "stop")
-        elif slot.n_gen >= slot.request.max_tokens or slot.n_past >= model.n_ctx_per_seq:
-            self._complete(slot, "length")
-        else:
-            slot.feed = [token]
-
-    def _complete(self, slot: _Slot, reason: FinishReason) -> None:
-        tail = slot.text.finish()
-        if tail:
-            slot.gen.emit(TextDelta(tail))
-        self.stats.completion_tokens += slot.n_gen
-        self._finish(
-            slot,
-            Finished(reason=reason, prompt_tokens=slot.n_prompt, completion_tokens=slot.n_gen),
-        )
-
-    def _finish(self, slot: _Slot, event: Event) -> None:
-        self._slots.pop(slot.seq, None)
-        self.stats.slots_in_use = len(self._slots)
-        slot.chain.close()
-        slot.gen.emit(event)
+    def _count(self) -> None:
+        stats, kv = self.stats, self.kv
+        stats.warm = kv.warm
+        stats.parked = kv.parked
+        stats.parked_bytes = kv.stats.parked_bytes
+        stats.dropped = kv.dropped
 
     def _fail_all(self, error: InferenceError) -> None:
-        for slot in list(self._slots.values()):
-            self.model.forget(slot.seq)
-            self._kv_tokens[slot.seq] = []
-            self._finish(slot, Failed(error))
+        self._batch.fail_all(error)
+        while self._line:
+            self._unqueue(self._line.pop(), error)

@@ -10,7 +10,7 @@
     │   │   └── GrammarDeadEnd     its grammar allows no next token while sampling
     │   ├── ContextOverflow        prompt plus completion exceed the sequence
     │   └── InvalidTokenId         a logit_bias token is outside the vocabulary
-    ├── NoFreeSequence             every KV sequence is owned by a session
+    ├── QueueFull                  the waiting line for KV sequences is full
     ├── DeadlineExceeded           the request ran past its deadline
     ├── Cancelled                  the consumer cancelled the request
     └── EngineStopped              the engine is closed or its worker died
@@ -59,7 +59,7 @@ class InvalidTokenId(RequestError):
     pass
 
 
-class NoFreeSequence(InferenceError):
+class QueueFull(InferenceError):
     pass
 
 

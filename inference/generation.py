@@ -1,5 +1,5 @@
-"""What a consumer of the engine sees: a leased sequence, a request, and the events of its
-generation, delivered on the asyncio loop that submitted it.
+"""What a consumer of the engine sees: a request, and the events of its generation, delivered
+on the asyncio loop that submitted it.
 
 A generation's events are `Started` once the prompt is in the KV cache, then `TextDelta`s,
 then exactly one `Finished` or `Failed`.
@@ -21,11 +21,6 @@ FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
-class SequenceHandle:
-    id: int
-
-
-@dataclass(frozen=True)
 class GenerationRequest:
     prompt: Sequence[int]
     max_tokens: int
@@ -34,6 +29,10 @@ class GenerationRequest:
     deadline: float = float("inf")  # time.monotonic() value
     # None: no log-probabilities. n >= 0: each token's, with its n most likely alternatives.
     logprobs: int | None = None
+    # Whose turn it is in the waiting line (appliance.shares.client_of), and its class there:
+    # higher classes are served first, clients of one class take turns.
+    client: str = ""
+    priority: int = 0
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,20 @@ class LlamaModel:
         """Drop sequence `seq`'s KV cells from `from_pos` on."""
         return bool(llama_cpp.llama_memory_seq_rm(self._memory, seq, from_pos, -1))
 
+    def state_size(self, seq: int) -> int:
+        """Bytes of sequence `seq`'s KV state, as llama.cpp would copy it."""
+        return int(llama_cpp.llama_state_seq_get_size(self._ctx, seq))
+
+    def save_state(self, seq: int, into: bytearray) -> bool:
+        """Copy sequence `seq`'s KV state into `into`, which is exactly `state_size` long."""
+        buf = (ctypes.c_uint8 * len(into)).from_buffer(into)
+        return int(llama_cpp.llama_state_seq_get_data(self._ctx, buf, len(into), seq)) == len(into)
+
+    def load_state(self, seq: int, state: bytearray) -> bool:
+        """Restore a state `save_state` copied into sequence `seq`, which holds no cells."""
+        buf = (ctypes.c_uint8 * len(state)).from_buffer(state)
+        return int(llama_cpp.llama_state_seq_set_data(self._ctx, buf, len(state), seq)) > 0
+
     def seq_pos_max(self, seq: int) -> int:
         return int(llama_cpp.llama_memory_seq_pos_max(self._memory, seq))
 

@@ -37,14 +37,13 @@ SYSTEM = "Answer in one short English sentence."
 
 # Small sizes keep the suite inside two cores; eight sequences show batching and isolation.
 ENGINE_SETTINGS: dict[str, Any] = {
-    "max_sessions": 8,
+    "slots": 8,
     "n_ctx_per_session": 1024,
     "max_tokens_cap": 256,
     "dev_api_key": TEST_KEY,
     # One dev key stands in for the many clients of a real appliance; the fair-share tests
     # (tests/integration/test_shares.py) run on the defaults.
-    "client_max_sessions": 8,
-    "client_max_requests": 64,
+    "client_max_requests": 128,
 }
 
 

@@ -9,15 +9,15 @@ failure before the first token gets a real HTTP status.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from fastapi.responses import JSONResponse, Response
 
 from appliance.auth import Principal
 from appliance.errors import (
@@ -25,15 +25,18 @@ from appliance.errors import (
     ContextLengthExceeded,
     InvalidRequest,
     ModelNotFound,
+    QueueFull,
     RequestTimeout,
     envelope,
     from_inference,
 )
 from appliance.openai import sse
 from appliance.openai.protocol import GenerationFields, Usage
+from appliance.openai.responses import ClosingStream, cancel_on_disconnect
 from appliance.quotas import QuotaBook
 from appliance.sessions import Session, SessionRegistry
 from appliance.state import EngineDep, QuotasDep, SessionsDep, SettingsDep
+from inference import errors as inference_errors
 from inference.engine import (
     Engine,
     Event,
@@ -120,6 +123,9 @@ class GenerationServing:
         max_stop_sequences: int,
         deadline_s: float,
         stream_padding: int,
+        queue_depth: int,
+        priority_classes: int,
+        default_priority: int,
     ) -> None:
         self.engine = engine
         self.sessions = sessions
@@ -128,6 +134,9 @@ class GenerationServing:
         self.max_stop_sequences = max_stop_sequences
         self.deadline_s = deadline_s
         self.stream_padding = stream_padding
+        self.queue_depth = queue_depth
+        self.priority_classes = priority_classes
+        self.default_priority = default_priority
 
     @property
     def model(self) -> LlamaModel:
@@ -142,6 +151,7 @@ class GenerationServing:
         answers 429 at once: the one named by the header, or a new ephemeral one. The
         request counts against the client's quota from here."""
         session_id = request.headers.get(SESSION_HEADER)
+        self._check_line(None)
         self.quotas.admit(principal.client_id)
         try:
             if session_id is None:
@@ -150,6 +160,30 @@ class GenerationServing:
         except APIError:
             self.quotas.refund(principal.client_id)
             raise
+
+    def _check_line(self, deadline: float | None) -> None:
+        """429 at once when the waiting line for KV sequences is full, or when the wait it
+        promises would outlast the request's deadline."""
+        wait = self.engine.expected_wait_s()
+        if self.engine.line_full(self.queue_depth):
+            raise QueueFull(
+                "every KV sequence is busy and the waiting line is full; retry shortly",
+                retry_after_s=wait,
+            )
+        if deadline is not None and wait > deadline - time.monotonic():
+            raise QueueFull(
+                "the wait for a KV sequence would outlast the request's deadline",
+                retry_after_s=wait,
+            )
+
+    def _scheduled(self, session: Session, job: GenerationRequest) -> GenerationRequest:
+        """The request with its place in the waiting line: its client, and its class."""
+        priority = self.quotas.priority(session.client_id)
+        if priority is None:
+            priority = self.default_priority
+        return dataclasses.replace(
+            job, client=session.share, priority=min(priority, self.priority_classes - 1)
+        )
 
     async def discard(self, session: Session) -> None:
         """Give back an ephemeral session taken by `admit` for a request that never ran."""
@@ -226,7 +260,16 @@ class GenerationServing:
         generation: Generation | None = None
         try:
             await stack.enter_async_context(self.sessions.use(session, deadline=job.deadline))
-            generation = self.engine.submit(session.seq, job)
+            self._check_line(job.deadline)
+            try:
+                generation = self.engine.submit(
+                    session.kv, self._scheduled(session, job), max_waiting=self.queue_depth
+                )
+            except inference_errors.QueueFull:
+                raise QueueFull(
+                    "every KV sequence is busy and the waiting line is full; retry shortly",
+                    retry_after_s=self.engine.expected_wait_s(),
+                ) from None
             session.running = generation
             first = await _next(generation, job.deadline)
             if isinstance(first, Failed):
@@ -239,7 +282,7 @@ class GenerationServing:
         # The session id lets the client fetch the session's receipt, ephemeral ones included.
         headers = {SESSION_HEADER: session.id}
         if not stream:
-            watcher = asyncio.create_task(_cancel_on_disconnect(request, generation))
+            watcher = asyncio.create_task(cancel_on_disconnect(request, generation))
             try:
                 body = await self._collect(session, generation, job, shape)
             finally:
@@ -247,7 +290,7 @@ class GenerationServing:
                 generation.cancel()
                 await stack.aclose()  # issues an ephemeral session's receipt, or raises
             return JSONResponse(body, headers=headers)
-        return _ClosingStream(
+        return ClosingStream(
             self._stream(session, generation, job, shape, stack),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", **headers},
@@ -338,6 +381,9 @@ async def get_generation(
         max_stop_sequences=settings.max_stop_sequences,
         deadline_s=settings.request_deadline_s,
         stream_padding=settings.stream_padding_bytes,
+        queue_depth=settings.queue_depth,
+        priority_classes=settings.priority_classes,
+        default_priority=settings.client_default_priority,
     )
 
 
@@ -359,26 +405,3 @@ def _usage(finished: Finished) -> Usage:
         completion_tokens=finished.completion_tokens,
         total_tokens=finished.prompt_tokens + finished.completion_tokens,
     )
-
-
-async def _cancel_on_disconnect(request: Request, generation: Generation) -> None:
-    """A non-streaming client that hangs up frees its slot: poll for the disconnect."""
-    while not generation.done:
-        if await request.is_disconnected():
-            generation.cancel()
-            return
-        await asyncio.sleep(0.05)
-
-
-class _ClosingStream(StreamingResponse):
-    """Closes its body generator when the response ends. When a client hangs up, Starlette
-    abandons the generator at a `yield`; closing it here runs its cleanup now (cancel the
-    generation, release the session and its KV sequence) instead of whenever GC runs."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            body = self.body_iterator
-            if isinstance(body, AsyncGenerator):
-                await body.aclose()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -103,6 +104,11 @@ class Quota(models.Model):
     tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
     requests_per_month = models.PositiveBigIntegerField(null=True, blank=True)
     tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    # The client's class in the appliance's waiting line for KV sequences (0 the lowest, up
+    # to KEEP_PRIORITY_CLASSES - 1); empty means KEEP_CLIENT_DEFAULT_PRIORITY.
+    priority = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(15)]
+    )
 
     def __str__(self) -> str:
         return f"quota of {self.client}"

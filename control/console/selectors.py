@@ -70,6 +70,7 @@ def policy_document(*, version: int) -> dict[str, Any]:
                 "tokens_per_day": q.tokens_per_day,
                 "requests_per_month": q.requests_per_month,
                 "tokens_per_month": q.tokens_per_month,
+                "priority": q.priority,
             }
             for q in Quota.objects.select_related("client")
         ],

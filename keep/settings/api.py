@@ -19,25 +19,47 @@ class ApiSettings(View):
     listen_socket: ListenSocket
 
     max_sessions: int = Field(
-        8,
+        1000,
         ge=1,
-        le=256,
-        description="Live sessions at once, ephemeral ones included. Each owns one KV "
-        "sequence; past this a request gets 429.",
+        le=100_000,
+        description="Open sessions at once, ephemeral ones included; past this a new one gets "
+        "429. A session holds a KV sequence only while its turn runs (KEEP_SLOTS).",
     )
     client_max_sessions: int = Field(
-        4,
+        1000,
         ge=1,
-        le=256,
-        description="Live sessions one client may hold at once, ephemeral ones included, so "
-        "that no client can take every KV sequence; past this it gets 429.",
+        le=100_000,
+        description="Open sessions one client may hold at once, ephemeral ones included; past "
+        "this it gets 429 while other clients still get theirs.",
     )
     client_max_requests: int = Field(
-        8,
+        64,
         ge=1,
         le=4096,
         description="Requests one client may have in flight at once, streams until their last "
-        "event; past this it gets 429 before its body is read.",
+        "event, waiting ones included; past this it gets 429 before its body is read.",
+    )
+    queue_depth: int = Field(
+        128,
+        ge=0,
+        le=100_000,
+        description="Requests that may wait for a KV sequence when every one is running a "
+        "turn. Past this, or when the expected wait would outlast the request's deadline, a "
+        "request gets 429 `queue_full` with Retry-After. 0: no waiting line.",
+    )
+    priority_classes: int = Field(
+        3,
+        ge=1,
+        le=16,
+        description="Scheduling classes in the waiting line, 0 the lowest. A client's class "
+        "is its `priority` in control's policy (capped to the highest class); higher classes "
+        "are served first, and the clients within a class take turns.",
+    )
+    client_default_priority: int = Field(
+        1,
+        ge=0,
+        le=15,
+        description="The class of a client whose policy names no priority, and of static keys.",
     )
     client_embedding_inputs_per_minute: int = Field(
         4096,
@@ -97,6 +119,12 @@ class ApiSettings(View):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return value
+
+    @model_validator(mode="after")
+    def _default_priority_is_a_class(self) -> ApiSettings:
+        if self.client_default_priority >= self.priority_classes:
+            raise ValueError("KEEP_CLIENT_DEFAULT_PRIORITY must be below KEEP_PRIORITY_CLASSES")
+        return self
 
     @model_validator(mode="after")
     def _no_static_keys_behind_nginx(self) -> ApiSettings:

@@ -17,7 +17,7 @@ class ApplianceSettings(ApiSettings, EngineSettings, RagSettings, ReceiptSetting
 
     @model_validator(mode="after")
     def _batch_holds_every_session(self) -> ApplianceSettings:
-        # Each step carries one decode token per generating session, so a batch must fit all.
-        if self.n_batch < self.max_sessions:
-            raise ValueError("KEEP_N_BATCH must be at least KEEP_MAX_SESSIONS")
+        # Each step carries one decode token per generating turn, so a batch must fit all.
+        if self.n_batch < self.slots:
+            raise ValueError("KEEP_N_BATCH must be at least KEEP_SLOTS")
         return self

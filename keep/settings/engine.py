@@ -66,6 +66,28 @@ class EngineSettings(View):
         le=512,
         description="CPU threads for llama.cpp; 0 means one per available core.",
     )
+    slots: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="KV sequences: turns that run at once. Each holds KEEP_N_CTX_PER_SESSION "
+        "tokens of KV; an idle session's KV stays warm in its sequence until another turn "
+        "needs it.",
+    )
+    kv_eviction: Literal["park", "drop"] = Field(
+        "park",
+        description="What happens to an idle session's KV when its sequence is needed: "
+        "`park` copies it into RAM that belongs to the session (within KEEP_KV_PARK_BYTES; the "
+        "longest parked are dropped to make room), `drop` frees it, and the session's next "
+        "turn recomputes it from the messages.",
+    )
+    kv_park_bytes: int = Field(
+        1 << 30,
+        ge=0,
+        le=1 << 40,
+        description="RAM for parked KV, all sessions together. Parked bytes never touch disk "
+        "and are zeroed when freed.",
+    )
     n_ctx_per_session: int = Field(
         2048,
         ge=128,
@@ -81,8 +103,8 @@ class EngineSettings(View):
         512,
         ge=32,
         le=8192,
-        description="Most tokens in one llama.cpp decode step: one per generating session "
-        "plus prompt chunks.",
+        description="Most tokens in one llama.cpp decode step: one per generating turn plus "
+        "prompt chunks. At least KEEP_SLOTS.",
     )
 
     llama_extra_buffers: bool = Field(

@@ -143,3 +143,30 @@ def test_the_last_good_policy_survives_a_restart_without_control(
     kept = (settings["state_dir"] / "policy.json").read_text()
     assert KEY_A not in kept  # only its digest is kept
     assert key_digest(KEY_A) in kept
+
+
+def test_a_clients_priority_comes_from_its_quota_capped_to_the_classes(
+    serve_inproc: ServerFactory, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine is real; its `submit` is wrapped only to see each request's place in line."""
+    seen: list[tuple[str, int]] = []
+    submit = engine.submit
+
+    def recording(ctx: Any, request: Any, **kw: Any) -> Any:
+        seen.append((request.client, request.priority))
+        return submit(ctx, request, **kw)
+
+    monkeypatch.setattr(engine, "submit", recording)
+    settings = state_settings()
+    base = serve_inproc(**settings, priority_classes=3, client_default_priority=1)
+    quota = [{"client_id": "client-peer-a", "priority": 15}]
+    with admin(settings["admin_socket"]) as client:
+        r = client.put(
+            "/admin/policy", json=policy(1, {KEY_A: "peer-a", KEY_B: "peer-b"}, quotas=quota)
+        )
+        assert r.status_code == 200, r.text
+        too_high = policy(2, {KEY_A: "peer-a"}, quotas=[{"client_id": "x", "priority": 16}])
+        assert client.put("/admin/policy", json=too_high).status_code == 400
+    assert ask(base, KEY_A).status_code == 200
+    assert ask(base, KEY_B).status_code == 200
+    assert seen == [("client-peer-a", 2), ("client-peer-b", 1)]

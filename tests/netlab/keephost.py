@@ -50,7 +50,7 @@ class KeepHost:
             "nginx_dir": root / "nginx",
             "nginx_runtime_dir": self.runtime,
             "database_url": f"sqlite:///{root / 'control.sqlite3'}",
-            "max_sessions": 4,
+            "slots": 4,
             "n_threads": 1,
             "embed_threads": 1,
             # Small body limits, so that bodies near them cross the tunnel quickly.

@@ -51,14 +51,14 @@ from inference.generation import Finished, GenerationRequest, TextDelta
 
 async def main() -> str:
     engine = load_engine(make_settings())
-    seq = engine.acquire_sequence()
+    seq = engine.open_context()
     text = "The capital of France is"
     prompt = engine.model.tokenize(text, add_special=True, parse_special=False)
     generation = engine.submit(seq, GenerationRequest(prompt=prompt, max_tokens=8))
     text = ""
     while not isinstance(event := await generation.next_event(), Finished):
         text += event.text if isinstance(event, TextDelta) else ""
-    await asyncio.wrap_future(engine.release_sequence(seq))
+    await asyncio.wrap_future(engine.release(seq))
     engine.close()
     return text
 

@@ -98,10 +98,10 @@ def test_keep_serve_refuses_to_start_without_any_api_key() -> None:
     assert "KEEP_API_KEY_HASHES" in result.stderr
 
 
-def test_batch_must_fit_one_token_per_session(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KEEP_MAX_SESSIONS", "64")
+def test_batch_must_fit_one_token_per_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEP_SLOTS", "64")
     monkeypatch.setenv("KEEP_N_BATCH", "32")
-    with pytest.raises(SettingsError, match=r"^KEEP_N_BATCH must be at least KEEP_MAX_SESSIONS"):
+    with pytest.raises(SettingsError, match=r"^KEEP_N_BATCH must be at least KEEP_SLOTS"):
         load_settings()
 
 

@@ -68,8 +68,8 @@ def test_views_are_frozen_and_refuse_unknown_names() -> None:
 def test_a_view_validates_on_its_own() -> None:
     with pytest.raises(ValidationError, match="subnet must hold at least two hosts"):
         PerimeterSettings(wg_subnet="10.0.0.0/31")
-    with pytest.raises(ValidationError, match="KEEP_N_BATCH must be at least KEEP_MAX_SESSIONS"):
-        ApplianceSettings(n_batch=32, max_sessions=64)
+    with pytest.raises(ValidationError, match="KEEP_N_BATCH must be at least KEEP_SLOTS"):
+        ApplianceSettings(n_batch=32, slots=64)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,213 @@
+"""KV contexts: a session's KV cache, apart from the sequence that holds it while it runs.
+
+A context is one session's KV. It is *warm* while its cells sit in a llama.cpp sequence,
+*parked* when they have been copied out into a buffer that belongs to this context alone, and
+*cold* when it has none: new, or *dropped* (freed, to be recomputed from the next prompt,
+which the OpenAI API resends whole).
+
+A turn leases a sequence for its context (`KvPool.lease`): the context's own if it is warm, a
+free one, or the sequence of the least recently used idle warm context, which is parked or
+dropped first. A parked context's bytes go back into the leased sequence before the turn.
+
+Invariants:
+- A sequence holds the cells of at most one context; `forget` empties it before another
+  context gets it. Nothing is ever copied from one context to another (no `seq_cp`, no shared
+  prompt cache): a parked state is restored only into its own context's turn.
+- Parked bytes live in RAM, never on disk, are counted against `park_budget_bytes`, and are
+  overwritten with zeros when they are freed (restored, dropped or released).
+- Worker thread only: every method touches the llama.cpp context.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from inference.model import LlamaModel
+
+Eviction = Literal["park", "drop"]
+
+
+@dataclass(eq=False)
+class KvContext:
+    """One session's KV, wherever it is. `tokens` are the tokens its cells hold."""
+
+    tokens: list[int] = field(default_factory=list)
+    seq: int | None = None
+    parked: bytearray | None = None
+    running: bool = False
+    last_used: float = 0.0
+    closed: bool = False
+    dropped: bool = False  # its KV was dropped and not yet rebuilt
+
+    @property
+    def state(self) -> Literal["warm", "parked", "cold"]:
+        if self.seq is not None:
+            return "warm"
+        return "parked" if self.parked is not None else "cold"
+
+
+@dataclass
+class PoolStats:
+    """Content-free counts, for the engine's stats."""
+
+    parks: int = 0
+    restores: int = 0
+    drops: int = 0
+    restore_failures: int = 0
+    parked_bytes: int = 0
+    parked_peak_bytes: int = 0
+
+
+def wipe(buf: bytearray) -> None:
+    """Overwrite a buffer's bytes with zeros in place."""
+    if buf:
+        ctypes.memset((ctypes.c_char * len(buf)).from_buffer(buf), 0, len(buf))
+
+
+class KvPool:
+    def __init__(
+        self, model: LlamaModel, *, park_budget_bytes: int, eviction: Eviction = "park"
+    ) -> None:
+        self.model = model
+        self.park_budget_bytes = park_budget_bytes
+        self.eviction: Eviction = eviction
+        self.stats = PoolStats()
+        self._free = list(range(model.n_seq_max))
+        self._resident: dict[int, KvContext] = {}
+        self._parked: dict[KvContext, int] = {}  # in the order they were parked: oldest first
+        self.dropped = 0  # contexts whose KV is dropped and not yet rebuilt
+
+    # Counts.
+
+    @property
+    def free_sequences(self) -> int:
+        return len(self._free)
+
+    @property
+    def warm(self) -> int:
+        return len(self._resident)
+
+    @property
+    def parked(self) -> int:
+        return len(self._parked)
+
+    def can_lease(self) -> bool:
+        """Whether a turn could get a sequence now: a free one or an idle warm one."""
+        return bool(self._free) or any(not c.running for c in self._resident.values())
+
+    # Leases.
+
+    def lease(self, ctx: KvContext) -> int | None:
+        """A sequence holding `ctx`'s KV (restored if parked), or None if every sequence is
+        running a turn."""
+        if ctx.seq is None:
+            seq = self._take_sequence()
+            if seq is None:
+                return None
+            self._resident[seq] = ctx
+            ctx.seq = seq
+            if ctx.parked is not None:
+                self._restore(ctx, seq)
+        if ctx.dropped:  # this turn rebuilds it
+            ctx.dropped = False
+            self.dropped -= 1
+        ctx.running = True
+        ctx.last_used = time.monotonic()
+        return ctx.seq
+
+    def end_turn(self, ctx: KvContext) -> None:
+        """The turn is over; its KV stays warm until someone needs the sequence."""
+        ctx.running = False
+        ctx.last_used = time.monotonic()
+
+    def release(self, ctx: KvContext) -> None:
+        """The session is gone: free its sequence or its parked bytes, and forget its tokens."""
+        ctx.closed = True
+        ctx.running = False
+        if ctx.dropped:
+            ctx.dropped = False
+            self.dropped -= 1
+        self.clear(ctx)
+        if ctx.seq is not None:
+            self._resident.pop(ctx.seq, None)
+            self._free.append(ctx.seq)
+            ctx.seq = None
+
+    def clear(self, ctx: KvContext) -> None:
+        """Empty the context's KV wherever it is; a warm one keeps its (now empty) sequence."""
+        if ctx.seq is not None:
+            self.model.forget(ctx.seq)
+        self._unpark(ctx)
+        ctx.tokens = []
+
+    def _take_sequence(self) -> int | None:
+        if self._free:
+            return self._free.pop(0)
+        idle = [c for c in self._resident.values() if not c.running]
+        if not idle:
+            return None
+        victim = min(idle, key=lambda c: c.last_used)
+        seq = victim.seq
+        assert seq is not None
+        self._evict(victim, seq)
+        return seq
+
+    # Eviction, parking and restoring.
+
+    def _evict(self, ctx: KvContext, seq: int) -> None:
+        size = self.model.state_size(seq) if ctx.tokens else 0
+        if size and self.eviction == "park" and size <= self.park_budget_bytes:
+            self._make_room(size)
+            buf = bytearray(size)
+            if self.model.save_state(seq, buf):
+                ctx.parked = buf
+                self._parked[ctx] = size
+                self.stats.parks += 1
+                self.stats.parked_bytes += size
+                self.stats.parked_peak_bytes = max(
+                    self.stats.parked_peak_bytes, self.stats.parked_bytes
+                )
+            else:
+                wipe(buf)
+                self._drop(ctx)
+        elif ctx.tokens:
+            self._drop(ctx)
+        self.model.forget(seq)
+        del self._resident[seq]
+        ctx.seq = None
+
+    def _make_room(self, size: int) -> None:
+        """Drop the longest-parked contexts until `size` more bytes fit the budget."""
+        while self._parked and self.stats.parked_bytes + size > self.park_budget_bytes:
+            oldest = next(iter(self._parked))
+            self._unpark(oldest)
+            self._drop(oldest)
+
+    def _drop(self, ctx: KvContext) -> None:
+        ctx.tokens = []
+        if not ctx.dropped:
+            ctx.dropped = True
+            self.dropped += 1
+        self.stats.drops += 1
+
+    def _restore(self, ctx: KvContext, seq: int) -> None:
+        state = ctx.parked
+        assert state is not None
+        ok = self.model.load_state(seq, state)
+        self._unpark(ctx)
+        if ok:
+            self.stats.restores += 1
+        else:
+            self.model.forget(seq)
+            self.stats.restore_failures += 1
+            self._drop(ctx)
+
+    def _unpark(self, ctx: KvContext) -> None:
+        if ctx.parked is None:
+            return
+        wipe(ctx.parked)
+        self.stats.parked_bytes -= self._parked.pop(ctx, 0)
+        ctx.parked = None
