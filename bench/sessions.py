@@ -78,13 +78,18 @@ def follow_up(http: httpx.Client, evict: bool) -> float:
     r = http.post("/v1/chat/completions", json=chat(first, 24), headers=headers)
     r.raise_for_status()
     answer = r.json()["choices"][0]["message"]["content"]
-    if evict:
+    others = []
+    if evict:  # two other sessions' turns, kept open, so both sequences hold their KV
         for _ in range(2):
-            http.post("/v1/chat/completions", json=chat([{"role": "user", "content": "Hi"}], 4))
+            other = http.post("/v1/sessions").json()["id"]
+            hi = chat([{"role": "user", "content": "Hi"}], 4)
+            http.post("/v1/chat/completions", json=hi, headers={"X-Keep-Session": other})
+            others.append(other)
     messages = [*first, {"role": "assistant", "content": answer}]
     messages.append({"role": "user", "content": "Who pays for repairs?"})
     took = ttft(http, chat(messages, 1), headers)
-    http.delete(f"/v1/sessions/{sid}")
+    for gone in [sid, *others]:
+        http.delete(f"/v1/sessions/{gone}")
     return took
 
 
@@ -188,11 +193,15 @@ def burst() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", choices=["eviction", "fairness", "burst"])
     args = parser.parse_args()
-    eviction("park", args.rounds)
-    eviction("drop", args.rounds)
-    fairness(args.rounds * 2)
-    burst()
+    if args.only in (None, "eviction"):
+        eviction("park", args.rounds)
+        eviction("drop", args.rounds)
+    if args.only in (None, "fairness"):
+        fairness(args.rounds * 2)
+    if args.only in (None, "burst"):
+        burst()
     return 0
 
 
