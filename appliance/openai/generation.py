@@ -32,7 +32,7 @@ from appliance.errors import (
 )
 from appliance.openai import sse
 from appliance.openai.protocol import GenerationFields, Usage
-from appliance.openai.responses import ClosingStream, cancel_on_disconnect
+from appliance.openai.responses import ClosingStream, cancel_on_disconnect, usage_of
 from appliance.quotas import QuotaBook
 from appliance.sessions import Session, SessionRegistry
 from appliance.state import EngineDep, QuotasDep, SessionsDep, SettingsDep
@@ -320,7 +320,7 @@ class GenerationServing:
                 entries.append(event.entry)
             elif isinstance(event, Finished):
                 self._account(session, event)
-                return shape.complete("".join(parts), event.reason, _usage(event), entries)
+                return shape.complete("".join(parts), event.reason, usage_of(event), entries)
             elif isinstance(event, Failed):
                 raise from_inference(event.error)
 
@@ -353,7 +353,7 @@ class GenerationServing:
                     self._account(session, event)
                     yield sse.event(shape.last(event.reason, pending), pad)
                     if shape.include_usage:
-                        yield sse.event(shape.usage_only(_usage(event)), pad)
+                        yield sse.event(shape.usage_only(usage_of(event)), pad)
                     break
                 elif isinstance(event, Failed):
                     raise from_inference(event.error)
@@ -397,11 +397,3 @@ async def _next(generation: Generation, deadline: float) -> Event:
     except TimeoutError:
         generation.cancel()
         raise RequestTimeout("the request ran past its deadline") from None
-
-
-def _usage(finished: Finished) -> Usage:
-    return Usage(
-        prompt_tokens=finished.prompt_tokens,
-        completion_tokens=finished.completion_tokens,
-        total_tokens=finished.prompt_tokens + finished.completion_tokens,
-    )

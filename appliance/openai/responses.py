@@ -10,7 +10,8 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from inference.engine import Generation
+from appliance.openai.protocol import Usage
+from inference.engine import Finished, Generation
 
 
 async def cancel_on_disconnect(request: Request, generation: Generation) -> None:
@@ -34,3 +35,11 @@ class ClosingStream(StreamingResponse):
             body = self.body_iterator
             if isinstance(body, AsyncGenerator):
                 await body.aclose()
+
+
+def usage_of(finished: Finished) -> Usage:
+    return Usage(
+        prompt_tokens=finished.prompt_tokens,
+        completion_tokens=finished.completion_tokens,
+        total_tokens=finished.prompt_tokens + finished.completion_tokens,
+    )
