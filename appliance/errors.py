@@ -128,24 +128,22 @@ class TooManyConcurrent(TooManyRequests):
 
 
 class RateLimited(TooManyRequests):
+    """A 429 whose Retry-After says when to come back, in whole seconds (at least 1)."""
+
     code = "rate_limited"
-
-    def __init__(self, message: str, *, retry_after_s: float, param: str | None = None) -> None:
-        super().__init__(message, param=param)
-        self.headers = MappingProxyType({"Retry-After": str(max(1, math.ceil(retry_after_s)))})
-
-
-class QueueFull(TooManyRequests):
-    """Every KV sequence is busy and the waiting line is full, or the expected wait would
-    outlast the request's deadline."""
-
-    code = "queue_full"
 
     def __init__(
         self, message: str, *, retry_after_s: float = 1.0, param: str | None = None
     ) -> None:
         super().__init__(message, param=param)
         self.headers = MappingProxyType({"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+
+
+class QueueFull(RateLimited):
+    """Every KV sequence is busy and the waiting line is full, or the expected wait would
+    outlast the request's deadline."""
+
+    code = "queue_full"
 
 
 class NotReady(APIError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from inference import logprobs
 from inference.contexts import KvContext, KvPool
@@ -71,9 +72,7 @@ class EngineStats:
 
 
 _TURN_WEIGHT = 0.2  # of the newest turn in the moving average
-
-
-_TURN_WEIGHT = 0.2  # of the newest turn in the moving average
+PrefillOrder = Literal["arrival", "shortest_first"]
 
 
 def check(request: GenerationRequest, gen: Generation) -> None:
@@ -86,7 +85,7 @@ def check(request: GenerationRequest, gen: Generation) -> None:
 
 class Batch:
     def __init__(
-        self, model: LlamaModel, kv: KvPool, stats: EngineStats, prefill_order: str
+        self, model: LlamaModel, kv: KvPool, stats: EngineStats, prefill_order: PrefillOrder
     ) -> None:
         self.model = model
         self.kv = kv

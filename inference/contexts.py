@@ -94,10 +94,6 @@ class KvPool:
     def parked(self) -> int:
         return len(self._parked)
 
-    def can_lease(self) -> bool:
-        """Whether a turn could get a sequence now: a free one or an idle warm one."""
-        return bool(self._free) or any(not c.running for c in self._resident.values())
-
     # Leases.
 
     def lease(self, ctx: KvContext) -> int | None:

@@ -30,10 +30,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from inference.admission import FairQueue
-from inference.batch import Batch, EngineStats, check
+from inference.batch import Batch, EngineStats, PrefillOrder, check
 from inference.contexts import Eviction, KvContext, KvPool
 from inference.errors import Cancelled, ContextOverflow, EngineStopped, InferenceError, QueueFull
 from inference.generation import (
@@ -65,7 +65,6 @@ __all__ = [
 log = logging.getLogger("keep.inference")
 
 T = TypeVar("T")
-PrefillOrder = Literal["arrival", "shortest_first"]
 
 
 class _Stop:
@@ -92,7 +91,6 @@ class Engine:
         eviction: Eviction = "park",
     ) -> None:
         self.model = model
-        self.prefill_order = prefill_order
         self.stats = EngineStats()
         self.kv = KvPool(model, park_budget_bytes=park_budget_bytes, eviction=eviction)
         self._lock = threading.Lock()

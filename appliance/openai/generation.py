@@ -166,10 +166,7 @@ class GenerationServing:
         promises would outlast the request's deadline."""
         wait = self.engine.expected_wait_s()
         if self.engine.line_full(self.queue_depth):
-            raise QueueFull(
-                "every KV sequence is busy and the waiting line is full; retry shortly",
-                retry_after_s=wait,
-            )
+            raise _line_full(wait)
         if deadline is not None and wait > deadline - time.monotonic():
             raise QueueFull(
                 "the wait for a KV sequence would outlast the request's deadline",
@@ -266,10 +263,7 @@ class GenerationServing:
                     session.kv, self._scheduled(session, job), max_waiting=self.queue_depth
                 )
             except inference_errors.QueueFull:
-                raise QueueFull(
-                    "every KV sequence is busy and the waiting line is full; retry shortly",
-                    retry_after_s=self.engine.expected_wait_s(),
-                ) from None
+                raise _line_full(self.engine.expected_wait_s()) from None
             session.running = generation
             first = await _next(generation, job.deadline)
             if isinstance(first, Failed):
@@ -388,6 +382,13 @@ async def get_generation(
 
 
 GenerationDep = Annotated[GenerationServing, Depends(get_generation)]
+
+
+def _line_full(wait_s: float) -> QueueFull:
+    return QueueFull(
+        "every KV sequence is busy and the waiting line is full; retry shortly",
+        retry_after_s=wait_s,
+    )
 
 
 async def _next(generation: Generation, deadline: float) -> Event:
