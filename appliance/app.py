@@ -56,6 +56,7 @@ def load_engine(settings: ApplianceSettings) -> Engine:
         prefill_order=settings.prefill_order,
         park_budget_bytes=settings.kv_park_bytes,
         eviction=settings.kv_eviction,
+        preempt=settings.preempt,
     )
 
 

@@ -41,6 +41,12 @@ class FairQueue(Generic[T]):
         clients.setdefault(client, deque()).append(item)
         self._len += 1
 
+    def push_front(self, item: T, *, client: str, priority: int = 0) -> None:
+        """Put `item` before the client's other waiting items: a preempted turn goes on
+        before any request its client sent later."""
+        self.push(item, client=client, priority=priority)
+        self._classes[priority][client].rotate(1)
+
     def _head(self, running: Callable[[str], int]) -> tuple[int, str] | None:
         for priority, clients in self._classes.items():
             if clients:

@@ -3,7 +3,8 @@
 Each step builds one batch from two parts: one decode token for every generating turn, then
 prompt chunks of prefilling turns in lease order (or shortest first), up to `n_batch` tokens
 in all. It calls llama_decode once and samples every turn that has logits in it, each with
-its own sampler chain. Scheduler thread only.
+its own sampler chain. Between steps a turn can be preempted (its KV parked or dropped, its
+sequence freed) and later resumed where it stopped. Scheduler thread only.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Turn:
     n_past: int
     feed: list[int]
     prefilling: bool = True
+    started: bool = False  # Started was sent
     n_gen: int = 0
     logits_at: int = -1
     leased_at: float = 0.0
@@ -69,6 +71,7 @@ class EngineStats:
     parked: int = 0
     dropped: int = 0
     parked_bytes: int = 0
+    preemptions: int = 0
 
 
 _TURN_WEIGHT = 0.2  # of the newest turn in the moving average
@@ -110,8 +113,7 @@ class Batch:
         prompt = list(request.prompt)
         keep = self._reusable_prefix(ctx, seq, prompt)
         self.stats.reused_tokens += keep
-        self._by_client[request.client] = self.running(request.client) + 1
-        self.turns[seq] = Turn(
+        turn = Turn(
             seq=seq,
             ctx=ctx,
             request=request,
@@ -123,6 +125,64 @@ class Batch:
             feed=prompt[keep:],
             leased_at=time.monotonic(),
         )
+        self._join(turn)
+
+    def victim(self, request: GenerationRequest) -> Turn | None:
+        """The running turn to preempt so that `request` can start, if that makes the batch
+        fairer: a turn of a lower priority class, or of a client running at least two more
+        turns than `request`'s client (so the two never take turns preempting each other).
+        The lowest class first, then the busiest client, then the turn leased last."""
+        mine = self.running(request.client)
+
+        def fairer(turn: Turn) -> bool:
+            theirs = turn.request
+            if theirs.priority != request.priority:
+                return theirs.priority < request.priority
+            return self.running(theirs.client) >= mine + 2
+
+        candidates = [turn for turn in self.turns.values() if fairer(turn)]
+        if not candidates:
+            return None
+        return min(
+            candidates,
+            key=lambda t: (t.request.priority, -self.running(t.request.client), -t.leased_at),
+        )
+
+    def preempt(self, turn: Turn) -> None:
+        """Take a turn out between steps and free its sequence; `resume` puts it back. The
+        tokens its KV holds join its feed, so that it goes on from its parked KV or, if that
+        was dropped, recomputes it; its sampler chain and text stream wait with it."""
+        self._leave(turn)
+        turn.feed = turn.ctx.tokens + turn.feed
+        turn.n_past = 0
+        self.kv.preempt(turn.ctx)
+        self.stats.preemptions += 1
+        self.stats.slots_in_use = len(self.turns)
+
+    def resume(self, turn: Turn, seq: int) -> None:
+        """Put a preempted turn back, on `seq`, which holds its restored KV or none."""
+        keep = self._reusable_prefix(turn.ctx, seq, turn.feed)
+        del turn.feed[:keep]
+        turn.seq = seq
+        turn.n_past = keep
+        turn.prefilling = len(turn.feed) > 1 or not turn.started
+        self._join(turn)
+
+    def _join(self, turn: Turn) -> None:
+        client = turn.request.client
+        self._by_client[client] = self.running(client) + 1
+        self.turns[turn.seq] = turn
+        self.stats.slots_in_use = len(self.turns)
+
+    def _leave(self, turn: Turn) -> None:
+        if self.turns.get(turn.seq) is turn:  # a preempted turn's seq may be another's now
+            del self.turns[turn.seq]
+            client = turn.request.client
+            held = self.running(client) - 1
+            if held > 0:
+                self._by_client[client] = held
+            else:
+                self._by_client.pop(client, None)
         self.stats.slots_in_use = len(self.turns)
 
     def _reusable_prefix(self, ctx: KvContext, seq: int, prompt: list[int]) -> int:
@@ -183,6 +243,8 @@ class Batch:
                 continue  # more prompt to prefill
             if slot.prefilling:
                 slot.prefilling = False
+            if not slot.started:
+                slot.started = True
                 self.stats.requests += 1
                 self.stats.prompt_tokens += slot.n_prompt
                 slot.gen.emit(Started(prompt_tokens=slot.n_prompt))
@@ -223,13 +285,7 @@ class Batch:
         )
 
     def finish(self, slot: Turn, event: Event) -> None:
-        if self.turns.pop(slot.seq, None) is not None:
-            held = self.running(slot.request.client) - 1
-            if held > 0:
-                self._by_client[slot.request.client] = held
-            else:
-                self._by_client.pop(slot.request.client, None)
-        self.stats.slots_in_use = len(self.turns)
+        self._leave(slot)
         turn = time.monotonic() - slot.leased_at
         avg = self.stats.turn_seconds
         self.stats.turn_seconds = turn if avg == 0 else avg + _TURN_WEIGHT * (turn - avg)

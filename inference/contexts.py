@@ -8,6 +8,8 @@ which the OpenAI API resends whole).
 A turn leases a sequence for its context (`KvPool.lease`): the context's own if it is warm, a
 free one, or the sequence of the least recently used idle warm context, which is parked or
 dropped first. A parked context's bytes go back into the leased sequence before the turn.
+A running turn can be preempted (`KvPool.preempt`) the same way, for a fairer line: its KV
+is parked or dropped, and restored when the turn resumes.
 
 Invariants:
 - A sequence holds the cells of at most one context; `forget` empties it before another
@@ -57,6 +59,7 @@ class PoolStats:
     restores: int = 0
     drops: int = 0
     restore_failures: int = 0
+    preemptions: int = 0
     parked_bytes: int = 0
     parked_peak_bytes: int = 0
 
@@ -119,6 +122,17 @@ class KvPool:
         ctx.running = False
         ctx.last_used = time.monotonic()
 
+    def preempt(self, ctx: KvContext) -> None:
+        """Take a running turn's sequence away between steps: its KV is parked (or dropped)
+        as an idle context's would be, and the sequence is free. The context stays
+        `running`, so no other turn of its session can start while this one waits."""
+        seq = ctx.seq
+        assert seq is not None
+        assert ctx.running
+        self._evict(ctx, seq)
+        self._free.append(seq)
+        self.stats.preemptions += 1
+
     def release(self, ctx: KvContext) -> None:
         """The session is gone: free its sequence or its parked bytes, and forget its tokens."""
         ctx.closed = True
@@ -176,9 +190,11 @@ class KvPool:
         ctx.seq = None
 
     def _make_room(self, size: int) -> None:
-        """Drop the longest-parked contexts until `size` more bytes fit the budget."""
+        """Drop the longest-parked contexts until `size` more bytes fit the budget: idle
+        sessions' first, then preempted turns' (which recompute when they resume)."""
         while self._parked and self.stats.parked_bytes + size > self.park_budget_bytes:
-            oldest = next(iter(self._parked))
+            idle = (c for c in self._parked if not c.running)
+            oldest = next(idle, None) or next(iter(self._parked))
             self._unpark(oldest)
             self._drop(oldest)
 

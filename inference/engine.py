@@ -16,6 +16,9 @@ Invariants:
   contexts.
 - `release` stops any request of the context, takes its queued ones out, and frees its
   sequence and parked bytes before the sequence is leased again.
+- A turn is preempted only for a request of a higher class, or of a client running at
+  least two fewer turns; it goes back to the front of its client's line and resumes from
+  its own parked KV (or recomputes it, if that was dropped).
 - Cancellation and deadlines are checked before every step, for running and waiting requests
   alike, so a cancelled request leaves the batch or the line within one step.
 """
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from inference.admission import FairQueue
-from inference.batch import Batch, EngineStats, PrefillOrder, check
+from inference.batch import Batch, EngineStats, PrefillOrder, Turn, check
 from inference.contexts import Eviction, KvContext, KvPool
 from inference.errors import Cancelled, ContextOverflow, EngineStopped, InferenceError, QueueFull
 from inference.generation import (
@@ -76,6 +79,7 @@ class _Admit:
     ctx: KvContext
     request: GenerationRequest
     gen: Generation
+    turn: Turn | None = None  # a preempted turn, waiting to go on
 
 
 _Job = Callable[[], None] | _Stop | _Admit
@@ -89,8 +93,10 @@ class Engine:
         prefill_order: PrefillOrder = "arrival",
         park_budget_bytes: int = 1 << 30,
         eviction: Eviction = "park",
+        preempt: bool = True,
     ) -> None:
         self.model = model
+        self.preempt = preempt
         self.stats = EngineStats()
         self.kv = KvPool(model, park_budget_bytes=park_budget_bytes, eviction=eviction)
         self._lock = threading.Lock()
@@ -279,6 +285,9 @@ class Engine:
         """A request leaves the line without a sequence."""
         with self._lock:
             self.stats.queue_depth -= 1
+        if job.turn is not None:  # its KV stays parked (or dropped) in its own context
+            self.kv.end_turn(job.ctx)
+            job.turn.chain.close()
         job.gen.emit(Failed(error))
 
     def _schedule(self) -> None:
@@ -291,7 +300,7 @@ class Engine:
                 self._unqueue(gone, exc)
         running = self._batch.running
         while (job := self._line.peek(running)) is not None:
-            if job.ctx.running or job.ctx.closed:
+            if job.ctx.closed or (job.ctx.running and job.turn is None):
                 self._line.pop(running)
                 self._unqueue(
                     job,
@@ -301,12 +310,29 @@ class Engine:
                 )
                 continue
             seq = self.kv.lease(job.ctx)
+            victim = None
+            if seq is None and self.preempt:
+                victim = self._batch.victim(job.request)
+                if victim is not None:
+                    self._batch.preempt(victim)
+                    seq = self.kv.lease(job.ctx)
             if seq is None:
                 break
-            self._line.pop(running)
+            popped = self._line.pop(running)
+            assert popped is job  # a preemption only lowers a busier client's count
             with self._lock:
                 self.stats.queue_depth -= 1
-            self._batch.start(job.ctx, seq, job.request, job.gen)
+            if job.turn is None:
+                self._batch.start(job.ctx, seq, job.request, job.gen)
+            else:
+                self._batch.resume(job.turn, seq)
+            if victim is not None:
+                with self._lock:
+                    self.stats.queue_depth += 1
+                again = _Admit(victim.ctx, victim.request, victim.gen, victim)
+                self._line.push_front(
+                    again, client=victim.request.client, priority=victim.request.priority
+                )
         self._count()
 
     @staticmethod

@@ -81,6 +81,13 @@ class EngineSettings(View):
         "longest parked are dropped to make room), `drop` frees it, and the session's next "
         "turn recomputes it from the messages.",
     )
+    preempt: bool = Field(
+        True,
+        description="Preempt a running turn, parking its KV like an idle session's, when a "
+        "request of a higher priority class, or of a client running at least two fewer turns, "
+        "waits with every sequence busy. The turn resumes where it stopped. Off: a waiting "
+        "request takes the next sequence to come free.",
+    )
     kv_park_bytes: int = Field(
         1 << 30,
         ge=0,

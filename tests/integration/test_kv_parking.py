@@ -11,7 +11,8 @@ import psutil
 import pytest
 
 from appliance.app import load_engine
-from inference.engine import Engine, Finished, GenerationRequest, KvContext
+from inference.contexts import Eviction
+from inference.engine import Engine, Failed, Finished, GenerationRequest, KvContext, TextDelta
 from inference.template import ChatMessage
 from tests.conftest import make_settings
 from tests.integration.test_engine import GREEDY, drain, prompt_for
@@ -164,3 +165,86 @@ def test_parked_kv_stays_within_its_budget_and_rss_follows(two_slots: Engine) ->
         asyncio.run(scenario())
     finally:
         engine.kv.park_budget_bytes = old_budget
+
+
+STORY = "Write a long story about a ship and its crew."
+
+
+async def flood_and_probe(engine: Engine) -> tuple[list[str], list[str]]:
+    """Client A fills every sequence with long turns and queues two more; once A's turns are
+    generating, client B asks one short question. The order things finish in, and A's texts."""
+    n = engine.model.n_seq_max
+    story, probe = prompt_for(engine, STORY), prompt_for(engine, "Name a colour.")
+    done: list[str] = []
+    texts: list[str] = []
+    generating = asyncio.Event()
+
+    async def run(name: str, client: str, prompt: list[int], max_tokens: int) -> None:
+        ctx = engine.open_context()
+        request = GenerationRequest(prompt, max_tokens, GREEDY, client=client)
+        try:
+            parts: list[str] = []
+            async for event in engine.submit(ctx, request):
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                    if len(parts) >= 4 and client == "a":
+                        generating.set()
+                assert not isinstance(event, Failed), event
+            done.append(name)
+            if client == "a":
+                texts.append("".join(parts))
+        finally:
+            await asyncio.wrap_future(engine.release(ctx))
+
+    tasks = [asyncio.ensure_future(run(f"a{i}", "a", story, 64)) for i in range(n + 2)]
+    await generating.wait()
+    tasks.append(asyncio.ensure_future(run("b", "b", probe, 4)))
+    await asyncio.gather(*tasks)
+    return done, texts
+
+
+@pytest.mark.parametrize("eviction", ["park", "drop"])
+def test_a_busy_clients_turn_is_preempted_for_a_quiet_one_and_goes_on_unchanged(
+    two_slots: Engine, eviction: Eviction
+) -> None:
+    """B's one request does not wait for any of A's long turns: one of them is preempted,
+    parked (or dropped), and resumed later with exactly the text it gives unpreempted."""
+    engine = two_slots
+
+    async def alone() -> str:
+        ctx = engine.open_context()
+        try:
+            return await turn(engine, ctx, prompt_for(engine, STORY), 64)
+        finally:
+            await asyncio.wrap_future(engine.release(ctx))
+
+    engine.kv.eviction = eviction
+    try:
+        reference = asyncio.run(alone())
+        before = engine.stats.preemptions
+        parks, drops = engine.kv.stats.parks, engine.kv.stats.drops
+        done, texts = asyncio.run(flood_and_probe(engine))
+    finally:
+        engine.kv.eviction = "park"
+    assert done[0] == "b", done  # before every one of A's turns
+    assert engine.stats.preemptions > before
+    if eviction == "park":
+        assert engine.kv.stats.parks > parks
+    else:
+        assert engine.kv.stats.drops > drops
+    assert texts == [reference] * len(texts)
+    assert engine.kv.stats.parked_bytes == 0
+    assert engine.waiting == 0
+
+
+def test_without_preemption_a_quiet_client_waits_for_a_turn_to_end(two_slots: Engine) -> None:
+    """The control: with `preempt` off, B's request takes the first sequence A frees."""
+    engine = two_slots
+    engine.preempt = False
+    before = engine.stats.preemptions
+    try:
+        done, _ = asyncio.run(flood_and_probe(engine))
+    finally:
+        engine.preempt = True
+    assert done.index("b") >= 1, done
+    assert engine.stats.preemptions == before

@@ -85,3 +85,12 @@ def test_every_item_comes_out_once_and_no_client_waits_more_than_one_round(
             for a, b in itertools.pairwise(mine):
                 between = [c for _, c in served[a + 1 : b]]
                 assert len(between) == len(set(between)) <= len(clients) - 1
+
+
+def test_a_preempted_turn_goes_back_before_its_clients_later_requests() -> None:
+    line: FairQueue[str] = FairQueue()
+    line.push("flood-1", client="flood")
+    line.push("flood-2", client="flood")
+    line.push_front("flood-0", client="flood")
+    line.push_front("late-joiner", client="new")
+    assert drain(line) == ["flood-0", "late-joiner", "flood-1", "flood-2"]
