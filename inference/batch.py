@@ -10,6 +10,7 @@ sequence freed) and later resumed where it stopped. Scheduler thread only.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -86,6 +87,22 @@ def check(request: GenerationRequest, gen: Generation) -> None:
         raise DeadlineExceeded("the request ran past its deadline")
 
 
+def _preemptible(turns: list[Turn], request: GenerationRequest) -> list[Turn]:
+    """Turns that `request` may preempt: those of a lower priority class, and in its own class
+    those of a client running at least two more turns than `request`'s client (so that two
+    clients never take turns preempting each other)."""
+    counts = Counter(turn.request.client for turn in turns)
+    mine = counts[request.client]
+
+    def fairer(turn: Turn) -> bool:
+        theirs = turn.request
+        if theirs.priority != request.priority:
+            return theirs.priority < request.priority
+        return counts[theirs.client] >= mine + 2
+
+    return [turn for turn in turns if fairer(turn)]
+
+
 class Batch:
     def __init__(
         self, model: LlamaModel, kv: KvPool, stats: EngineStats, prefill_order: PrefillOrder
@@ -129,24 +146,19 @@ class Batch:
 
     def victim(self, request: GenerationRequest) -> Turn | None:
         """The running turn to preempt so that `request` can start, if that makes the batch
-        fairer: a turn of a lower priority class, or of a client running at least two more
-        turns than `request`'s client (so the two never take turns preempting each other).
-        The lowest class first, then the busiest client, then the turn leased last."""
-        mine = self.running(request.client)
-
-        def fairer(turn: Turn) -> bool:
-            theirs = turn.request
-            if theirs.priority != request.priority:
-                return theirs.priority < request.priority
-            return self.running(theirs.client) >= mine + 2
-
-        candidates = [turn for turn in self.turns.values() if fairer(turn)]
+        fairer: the lowest class first, then the busiest client, then the turn leased last."""
+        candidates = _preemptible(list(self.turns.values()), request)
         if not candidates:
             return None
         return min(
             candidates,
             key=lambda t: (t.request.priority, -self.running(t.request.client), -t.leased_at),
         )
+
+    def would_preempt(self, request: GenerationRequest) -> bool:
+        """Whether `request` would find a turn to preempt now. Safe from another thread: it
+        reads a copy of the batch, which may be a step old."""
+        return bool(_preemptible(list(self.turns.values()), request))
 
     def preempt(self, turn: Turn) -> None:
         """Take a turn out between steps and free its sequence; `resume` puts it back. The

@@ -59,7 +59,6 @@ class PoolStats:
     restores: int = 0
     drops: int = 0
     restore_failures: int = 0
-    preemptions: int = 0
     parked_bytes: int = 0
     parked_peak_bytes: int = 0
 
@@ -131,7 +130,6 @@ class KvPool:
         assert ctx.running
         self._evict(ctx, seq)
         self._free.append(seq)
-        self.stats.preemptions += 1
 
     def release(self, ctx: KvContext) -> None:
         """The session is gone: free its sequence or its parked bytes, and forget its tokens."""

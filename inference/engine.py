@@ -165,10 +165,14 @@ class Engine:
         idle = self.model.n_seq_max - self.stats.slots_in_use
         return self.stats.queue_depth + extra - idle
 
-    def expected_wait_s(self) -> float:
-        """A rough wait for a request submitted now: turns ahead of it per sequence."""
+    def expected_wait_s(self, request: GenerationRequest | None = None) -> float:
+        """A rough wait for a request submitted now: turns ahead of it per sequence, or none
+        when it would preempt a running turn (read from the scheduler's counts unlocked: a
+        snapshot good enough for an estimate)."""
         ahead = self._beyond_idle(1)
-        if ahead <= 0:
+        if ahead <= 0 or (
+            request is not None and self.preempt and self._batch.would_preempt(request)
+        ):
             return 0.0
         return ahead / self.model.n_seq_max * self.stats.turn_seconds
 

@@ -161,10 +161,11 @@ class GenerationServing:
             self.quotas.refund(principal.client_id)
             raise
 
-    def _check_line(self, deadline: float | None) -> None:
+    def _check_line(self, job: GenerationRequest | None) -> None:
         """429 at once when the waiting line for KV sequences is full, or when the wait it
-        promises would outlast the request's deadline."""
-        wait = self.engine.expected_wait_s()
+        promises this request (its client's, once known) would outlast its deadline."""
+        wait = self.engine.expected_wait_s(job)
+        deadline = job.deadline if job is not None else None
         if self.engine.line_full(self.queue_depth):
             raise _line_full(wait)
         if deadline is not None and wait > deadline - time.monotonic():
@@ -183,8 +184,7 @@ class GenerationServing:
         )
 
     async def discard(self, session: Session) -> None:
-        """Give back an ephemeral session taken by `admit` for a request that never ran."""
-        if session.ephemeral:
+        if session.ephemeral:  # an ephemeral session taken by `admit`, for a request not run
             await self.sessions.close(session)
 
     def plan(
@@ -257,11 +257,10 @@ class GenerationServing:
         generation: Generation | None = None
         try:
             await stack.enter_async_context(self.sessions.use(session, deadline=job.deadline))
-            self._check_line(job.deadline)
+            job = self._scheduled(session, job)
+            self._check_line(job)
             try:
-                generation = self.engine.submit(
-                    session.kv, self._scheduled(session, job), max_waiting=self.queue_depth
-                )
+                generation = self.engine.submit(session.kv, job, max_waiting=self.queue_depth)
             except inference_errors.QueueFull:
                 raise _line_full(self.engine.expected_wait_s()) from None
             session.running = generation

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import psutil
 import pytest
@@ -170,9 +171,16 @@ def test_parked_kv_stays_within_its_budget_and_rss_follows(two_slots: Engine) ->
 STORY = "Write a long story about a ship and its crew."
 
 
-async def flood_and_probe(engine: Engine) -> tuple[list[str], list[str]]:
+@dataclass
+class Flood:
+    done: list[str]  # who finished, in order
+    texts: list[str]  # A's answers
+    waits: dict[str, float]  # the wait the engine expected for A's and B's next request
+
+
+async def flood_and_probe(engine: Engine) -> Flood:
     """Client A fills every sequence with long turns and queues two more; once A's turns are
-    generating, client B asks one short question. The order things finish in, and A's texts."""
+    generating, client B asks one short question."""
     n = engine.model.n_seq_max
     story, probe = prompt_for(engine, STORY), prompt_for(engine, "Name a colour.")
     done: list[str] = []
@@ -198,9 +206,10 @@ async def flood_and_probe(engine: Engine) -> tuple[list[str], list[str]]:
 
     tasks = [asyncio.ensure_future(run(f"a{i}", "a", story, 64)) for i in range(n + 2)]
     await generating.wait()
+    waits = {c: engine.expected_wait_s(GenerationRequest(probe, 4, GREEDY, client=c)) for c in "ab"}
     tasks.append(asyncio.ensure_future(run("b", "b", probe, 4)))
     await asyncio.gather(*tasks)
-    return done, texts
+    return Flood(done, texts, waits)
 
 
 @pytest.mark.parametrize("eviction", ["park", "drop"])
@@ -223,16 +232,19 @@ def test_a_busy_clients_turn_is_preempted_for_a_quiet_one_and_goes_on_unchanged(
         reference = asyncio.run(alone())
         before = engine.stats.preemptions
         parks, drops = engine.kv.stats.parks, engine.kv.stats.drops
-        done, texts = asyncio.run(flood_and_probe(engine))
+        flood = asyncio.run(flood_and_probe(engine))
     finally:
         engine.kv.eviction = "park"
-    assert done[0] == "b", done  # before every one of A's turns
+    assert flood.done[0] == "b", flood.done  # before every one of A's turns
+    # B is told it need not wait (it will preempt); A, behind its own turns, is not.
+    assert flood.waits["b"] == 0
+    assert flood.waits["a"] > 0
     assert engine.stats.preemptions > before
     if eviction == "park":
         assert engine.kv.stats.parks > parks
     else:
         assert engine.kv.stats.drops > drops
-    assert texts == [reference] * len(texts)
+    assert flood.texts == [reference] * len(flood.texts)
     assert engine.kv.stats.parked_bytes == 0
     assert engine.waiting == 0
 
@@ -243,8 +255,50 @@ def test_without_preemption_a_quiet_client_waits_for_a_turn_to_end(two_slots: En
     engine.preempt = False
     before = engine.stats.preemptions
     try:
-        done, _ = asyncio.run(flood_and_probe(engine))
+        flood = asyncio.run(flood_and_probe(engine))
     finally:
         engine.preempt = True
-    assert done.index("b") >= 1, done
+    assert flood.done.index("b") >= 1, flood.done
+    assert flood.waits["b"] > 0
     assert engine.stats.preemptions == before
+
+
+@pytest.mark.parametrize("priority", [1, 0])
+def test_a_higher_class_preempts_where_counts_alone_would_not(
+    two_slots: Engine, priority: int
+) -> None:
+    """A and B run one long turn each on the two sequences. C, running none, is only one
+    turn behind each, which is not enough to preempt; it preempts only from a higher class."""
+    engine = two_slots
+    story, probe = prompt_for(engine, STORY), prompt_for(engine, "Name a colour.")
+    before = engine.stats.preemptions
+
+    async def scenario() -> list[str]:
+        done: list[str] = []
+        generating = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+        async def run(client: str, prompt: list[int], max_tokens: int, prio: int) -> None:
+            ctx = engine.open_context()
+            request = GenerationRequest(prompt, max_tokens, GREEDY, client=client, priority=prio)
+            try:
+                async for event in engine.submit(ctx, request):
+                    if isinstance(event, TextDelta) and client in generating:
+                        generating[client].set()
+                    assert not isinstance(event, Failed), event
+                done.append(client)
+            finally:
+                await asyncio.wrap_future(engine.release(ctx))
+
+        tasks = [asyncio.ensure_future(run(c, story, 64, 0)) for c in ("a", "b")]
+        await asyncio.gather(*(e.wait() for e in generating.values()))
+        tasks.append(asyncio.ensure_future(run("c", probe, 4, priority)))
+        await asyncio.gather(*tasks)
+        return done
+
+    done = asyncio.run(scenario())
+    if priority > 0:
+        assert done[0] == "c", done
+        assert engine.stats.preemptions == before + 1
+    else:
+        assert done[-1] == "c", done
+        assert engine.stats.preemptions == before
