@@ -317,13 +317,13 @@ class Engine:
             victim = None
             if seq is None and self.preempt:
                 victim = self._batch.victim(job.request)
-                if victim is not None:
-                    self._batch.preempt(victim)
-                    seq = self.kv.lease(job.ctx)
-            if seq is None:
+            if seq is None and victim is None:
                 break
-            popped = self._line.pop(running)
-            assert popped is job  # a preemption only lowers a busier client's count
+            self._line.pop(running)  # `job`: nothing has changed since the peek
+            if victim is not None:
+                self._batch.preempt(victim)
+                seq = self.kv.lease(job.ctx)
+            assert seq is not None  # the preempted turn's sequence is free
             with self._lock:
                 self.stats.queue_depth -= 1
             if job.turn is None:
