@@ -31,7 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.llama_server import llama_server
+from bench.llama_server import command as llama_server_command
 from inference.backends import cpu_variants
 from inference.registry import verify
 from keep.settings import DEFAULT_MODELS
@@ -252,7 +252,6 @@ def main() -> int:
 
     pin = DEFAULT_MODELS[0]
     model = verify(pin.name, pin.path, pin.sha256)
-    binary = llama_server()
     bans = {str(t): -100.0 for t in eog_tokens(model.path)}
     ctx = 512  # per session: the prompt (~60 tokens) plus the completion
     slots = max(args.concurrency)
@@ -272,14 +271,12 @@ def main() -> int:
         "KEEP_LOG_LEVEL": "warning",
     }
     keep_cmd = [str(Path(sys.executable).parent / "keep"), "serve", "--port", str(keep_port)]
-    # The same slots, context per slot and threads as Keep: llama-server splits -c among its
-    # -np slots. Everything else is left at llama-server's defaults, and printed below.
-    ref_cmd = [str(binary), "-m", str(model.path), "--host", "127.0.0.1", "--port", str(ref_port),
-               "-t", str(args.threads), "-tb", str(args.threads), "-c", str(ctx * slots),
-               "-np", str(slots), "-ngl", "0", "--no-webui", "--cache-reuse", "0",
-               # Keep runs without llama.cpp's extra buffer types (KEEP_LLAMA_EXTRA_BUFFERS),
-               # whose AMX kernels die with SIGILL on the Sapphire Rapids VMs measured here.
-               "--no-repack", *args.ref_arg]  # fmt: skip
+    # The same slots, context per slot and threads as Keep; everything else is left at
+    # llama-server's defaults, and printed below.
+    ref_cmd = llama_server_command(
+        model.path, ref_port, threads=args.threads, slots=slots, ctx_per_slot=ctx,
+        extra=["--cache-reuse", "0", *args.ref_arg],
+    )  # fmt: skip
     keep = Side(f"http://127.0.0.1:{keep_port}", {"Authorization": f"Bearer {KEY}"},
                 {"model": pin.name})  # fmt: skip
     ref = Side(f"http://127.0.0.1:{ref_port}", {}, {"model": pin.name, "cache_prompt": False})

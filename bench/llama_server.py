@@ -88,5 +88,17 @@ def llama_server() -> Path:
     return binary
 
 
+def command(
+    model: Path, port: int, *, threads: int, slots: int, ctx_per_slot: int, extra: list[str]
+) -> list[str]:
+    """llama-server with Keep's slots, context per slot and threads (it splits -c among its
+    -np slots), and its own defaults otherwise, but for `extra`. Keep runs without llama.cpp's
+    extra buffer types (KEEP_LLAMA_EXTRA_BUFFERS), whose AMX kernels die with SIGILL on the
+    Sapphire Rapids VMs measured here, so the reference does too (`--no-repack`)."""
+    return [str(llama_server()), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+            "-t", str(threads), "-tb", str(threads), "-c", str(slots * ctx_per_slot),
+            "-np", str(slots), "-ngl", "0", "--no-webui", "--no-repack", *extra]  # fmt: skip
+
+
 if __name__ == "__main__":
     print(llama_server())

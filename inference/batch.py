@@ -169,7 +169,6 @@ class Batch:
         turn.n_past = 0
         self.kv.preempt(turn.ctx)
         self.stats.preemptions += 1
-        self.stats.slots_in_use = len(self.turns)
 
     def resume(self, turn: Turn, seq: int) -> None:
         """Put a preempted turn back, on `seq`, which holds its restored KV or none."""

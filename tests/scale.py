@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 
-SYSTEM = "Answer in one short English sentence."
+from tests.conftest import SYSTEM
+
 FOLLOW_UP = "Say that year again."
 
 
@@ -108,10 +109,10 @@ async def passes(
 
 
 async def delete_and_count_receipts(
-    http: httpx.AsyncClient, convs: list[Conversation], turns: int
+    http: httpx.AsyncClient, convs: list[Conversation]
 ) -> tuple[int, int]:
     """Delete every session; how many receipts the log gained, and how many of the sessions'
-    receipts count exactly `turns` requests (0 for the sessions in no pass)."""
+    receipts count exactly the turns it took (none for a session in no pass)."""
     size = (await http.get("/v1/receipts/checkpoint")).json()["size"]
     for conv in convs:
         assert (await http.delete(f"/v1/sessions/{conv.sid}")).status_code == 200
@@ -120,5 +121,5 @@ async def delete_and_count_receipts(
     for conv in convs:
         r = await http.get("/v1/receipts", params={"session_id": conv.sid})
         assert r.status_code == 200
-        right += r.json()["receipt"]["requests"] == (turns if conv.named else 0)
+        right += r.json()["receipt"]["requests"] == len(conv.named)
     return added, right
