@@ -29,6 +29,7 @@ from appliance.shares import ClientShares
 from appliance.shield import ShieldedFastAPI
 from appliance.state import ApplianceState, app_state
 from inference.engine import Engine
+from inference.lookup import LookupConfig
 from inference.model import LlamaModel, ModelConfig
 from inference.registry import verify
 from keep.settings import ApplianceSettings
@@ -57,6 +58,11 @@ def load_engine(settings: ApplianceSettings) -> Engine:
         park_budget_bytes=settings.kv_park_bytes,
         eviction=settings.kv_eviction,
         preempt=settings.preempt,
+        lookup=LookupConfig(
+            max_draft=settings.lookup_draft,
+            ngram_min=settings.lookup_ngram,
+            max_turns=settings.lookup_max_turns,
+        ),
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
 from typing import Literal
 
 from inference import logprobs
@@ -28,54 +27,14 @@ from inference.generation import (
     TextDelta,
     TokenLogprobs,
 )
+from inference.lookup import LookupConfig, NgramIndex
 from inference.model import LlamaModel
 from inference.sampling import SamplerChain
 from inference.textstream import TextStream
-
-
-@dataclass(eq=False)
-class Turn:
-    """One request running on its leased sequence."""
-
-    seq: int
-    ctx: KvContext
-    request: GenerationRequest
-    gen: Generation
-    chain: SamplerChain
-    text: TextStream
-    n_prompt: int
-    n_past: int
-    feed: list[int]
-    prefilling: bool = True
-    started: bool = False  # Started was sent
-    n_gen: int = 0
-    logits_at: int = -1
-    leased_at: float = 0.0
-
-
-@dataclass
-class EngineStats:
-    """Engine-internal figures. Content-free; never sent to a client."""
-
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reused_tokens: int = 0
-    queue_depth: int = 0  # requests submitted that have no sequence yet
-    slots_in_use: int = 0
-    steps: int = 0
-    step_seconds: float = 0.0
-    last_step_seconds: float = 0.0
-    turn_seconds: float = 0.0  # a turn's lease, moving average
-    contexts: int = 0  # open KV contexts (sessions)
-    warm: int = 0
-    parked: int = 0
-    dropped: int = 0
-    parked_bytes: int = 0
-    preemptions: int = 0
-
+from inference.turn import EngineStats, Turn
 
 _TURN_WEIGHT = 0.2  # of the newest turn in the moving average
+_MOVES_PER_STEP = 2  # compaction moves before one step, at most
 PrefillOrder = Literal["arrival", "shortest_first"]
 
 
@@ -105,9 +64,15 @@ def _preemptible(turns: list[Turn], request: GenerationRequest) -> list[Turn]:
 
 class Batch:
     def __init__(
-        self, model: LlamaModel, kv: KvPool, stats: EngineStats, prefill_order: PrefillOrder
+        self,
+        model: LlamaModel,
+        kv: KvPool,
+        stats: EngineStats,
+        prefill_order: PrefillOrder,
+        lookup: LookupConfig | None = None,
     ) -> None:
         self.model = model
+        self.lookup = lookup or LookupConfig(max_draft=0)
         self.kv = kv
         self.stats = stats
         self.prefill_order = prefill_order
@@ -219,71 +184,154 @@ class Batch:
                 self.finish(slot, Failed(exc))
         if not self.turns:
             return
-        entries: list[tuple[int, int, int, bool]] = []
-        fed: list[tuple[Turn, int]] = []
-        for slot in self.turns.values():
-            if not slot.prefilling:
-                slot.logits_at = len(entries)
-                entries.append((slot.seq, slot.feed[0], slot.n_past, True))
-                fed.append((slot, 1))
-        budget = self.model.config.n_batch - len(entries)
+        self._compact()
+        self.stats.steps += 1
+        self.stats.last_step_seconds = 0.0
+        generating = [slot for slot in self.turns.values() if not slot.prefilling]
+        if generating:
+            self._decode_step(generating)
         waiting = [slot for slot in self.turns.values() if slot.prefilling]
         if self.prefill_order == "shortest_first":
             waiting.sort(key=lambda slot: len(slot.feed))
+        budget = self.model.config.n_batch - len(generating)
         for slot in waiting:
             if budget <= 0:
                 break
-            chunk = slot.feed[:budget]
-            done = len(chunk) == len(slot.feed)
-            for i, token in enumerate(chunk):
-                entries.append((slot.seq, token, slot.n_past + i, done and i == len(chunk) - 1))
-            slot.logits_at = len(entries) - 1 if done else -1
-            fed.append((slot, len(chunk)))
-            budget -= len(chunk)
+            budget -= self._prefill(slot)
+
+    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
         started = time.perf_counter()
         self.model.decode_batch(entries)
         elapsed = time.perf_counter() - started
-        self.stats.steps += 1
         self.stats.step_seconds += elapsed
-        self.stats.last_step_seconds = elapsed
-        for slot, n in fed:
-            slot.ctx.tokens.extend(slot.feed[:n])
-            slot.n_past += n
-            del slot.feed[:n]
-            if slot.feed:
-                continue  # more prompt to prefill
-            if slot.prefilling:
-                slot.prefilling = False
-            if not slot.started:
-                slot.started = True
-                self.stats.requests += 1
-                self.stats.prompt_tokens += slot.n_prompt
-                slot.gen.emit(Started(prompt_tokens=slot.n_prompt))
-            try:
-                self._sample(slot)
-            except InferenceError as exc:  # this request's own dead end (its grammar's)
-                self.finish(slot, Failed(exc))
+        self.stats.last_step_seconds += elapsed
+
+    def _decode_step(self, generating: list[Turn]) -> None:
+        """One call for every generating turn's next token (and its draft), in sequence
+        order, so that consecutive sequences share a micro-batch; then each is sampled, before
+        another call overwrites the logits."""
+        entries: list[tuple[int, int, int, bool]] = []
+        budget = self.model.config.n_batch - len(generating)
+        drafting = len(generating) <= self.lookup.max_turns
+        for slot in sorted(generating, key=lambda slot: slot.seq):
+            slot.logits_at = len(entries)
+            entries.append((slot.seq, slot.feed[0], slot.n_past, True))
+            slot.drafted = self._draft(slot, budget) if drafting else []
+            for i, token in enumerate(slot.drafted, 1):
+                entries.append((slot.seq, token, slot.n_past + i, True))
+            budget -= len(slot.drafted)
+        self._decode(entries)
+        for slot in generating:
+            self._fed(slot, 1)
+
+    def _prefill(self, slot: Turn) -> int:
+        """One chunk of a turn's prompt, in a call of its own and cut at `n_batch` from where
+        its prefill began: how a prompt is split never depends on other sessions' requests.
+        (llama.cpp's kernels round differently for different splits of a prompt, and greedy
+        text can follow the rounding.)"""
+        chunk = slot.feed[: self.model.config.n_batch]
+        done = len(chunk) == len(slot.feed)
+        last = len(chunk) - 1
+        self._decode(
+            [(slot.seq, t, slot.n_past + i, done and i == last) for i, t in enumerate(chunk)]
+        )
+        slot.logits_at = last if done else -1
+        self._fed(slot, len(chunk))
+        return len(chunk)
+
+    def _fed(self, slot: Turn, n: int) -> None:
+        """`n` tokens of the turn's feed are in its KV now; sample it if its prompt is done."""
+        slot.ctx.tokens.extend(slot.feed[:n])
+        slot.n_past += n
+        del slot.feed[:n]
+        if slot.feed:
+            return  # more prompt to prefill
+        if slot.prefilling:
+            slot.prefilling = False
+            if self.lookup.max_draft > 0 and slot.lookup is None:
+                slot.lookup = NgramIndex(self.lookup, slot.ctx.tokens)
+        if not slot.started:
+            slot.started = True
+            self.stats.requests += 1
+            self.stats.prompt_tokens += slot.n_prompt
+            slot.gen.emit(Started(prompt_tokens=slot.n_prompt))
+        try:
+            self._sample(slot)
+        except InferenceError as exc:  # this request's own dead end (its grammar's)
+            self.finish(slot, Failed(exc))
+
+    def _compact(self) -> None:
+        """Keep the running turns on consecutive sequence ids, moving a few turns' own KV into
+        free sequences when they are not: with a KV stream per sequence, llama.cpp decodes
+        each run of consecutive ids as a micro-batch of its own, each costing about a whole
+        single-token step, while a move copies one context's cells once."""
+        for ctx, to in self.kv.compaction(_MOVES_PER_STEP):
+            turn = next((t for t in self.turns.values() if t.ctx is ctx), None)
+            if turn is None or not self.kv.move(ctx, to):
+                continue
+            del self.turns[turn.seq]
+            turn.seq = to
+            self.turns[to] = turn
+
+    def _draft(self, slot: Turn, budget: int) -> list[int]:
+        """Prompt-lookup draft tokens to decode after the turn's next token, within the batch's
+        room, the session's context and the completion limit."""
+        if slot.lookup is None:
+            return []
+        room = min(
+            budget,
+            self.model.n_ctx_per_seq - slot.n_past - 1,
+            slot.request.max_tokens - slot.n_gen - 1,
+        )
+        return slot.lookup.draft()[: max(0, room)]
 
     def _sample(self, slot: Turn) -> None:
+        """Sample the turn's next token, then each drafted token's successor for as long as
+        the sampler confirms the draft; the refused rest of the draft leaves the KV."""
+        drafted, slot.drafted = slot.drafted, []
+        kept = 0
+        try:
+            for i in range(len(drafted) + 1):
+                token, end = self._take(slot, slot.logits_at + i)
+                if end is not None or i == len(drafted) or token != drafted[i]:
+                    break
+                slot.ctx.tokens.append(token)  # its drafted cell holds exactly this token
+                slot.n_past += 1
+                kept += 1
+        finally:
+            if kept < len(drafted):
+                self.model.forget(slot.seq, slot.n_past)
+        if drafted:
+            self.stats.drafted_tokens += len(drafted)
+            self.stats.accepted_tokens += kept
+            assert slot.lookup is not None
+            slot.lookup.accepted(len(drafted), kept)
+        if end is not None:
+            self._complete(slot, end)
+        else:
+            slot.feed = [token]
+
+    def _take(self, slot: Turn, index: int) -> tuple[int, FinishReason | None]:
+        """Sample the token at batch entry `index`, and whether the turn ends on it."""
         model = self.model
-        token = slot.chain.sample(model.ctx, slot.logits_at)
+        token = slot.chain.sample(model.ctx, index)
         if model.is_eog(token):
-            self._complete(slot, "stop")
-            return
+            return token, "stop"
         slot.n_gen += 1
         if slot.request.logprobs is not None:
-            logits = model.logits(slot.logits_at)
+            logits = model.logits(index)
             entry = logprobs.entry(logits, token, slot.request.logprobs, model.piece)
             slot.gen.emit(TokenLogprobs(entry))
         delta = slot.text.push(model.piece(token))
         if delta:
             slot.gen.emit(TextDelta(delta))
         if slot.text.stopped:
-            self._complete(slot, "stop")
-        elif slot.n_gen >= slot.request.max_tokens or slot.n_past >= model.n_ctx_per_seq:
-            self._complete(slot, "length")
-        else:
-            slot.feed = [token]
+            return token, "stop"
+        if slot.n_gen >= slot.request.max_tokens or slot.n_past >= model.n_ctx_per_seq:
+            return token, "length"
+        if slot.lookup is not None:
+            slot.lookup.extend((token,))
+        return token, None
 
     def _complete(self, slot: Turn, reason: FinishReason) -> None:
         tail = slot.text.finish()

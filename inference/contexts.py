@@ -61,6 +61,7 @@ class PoolStats:
     restore_failures: int = 0
     parked_bytes: int = 0
     parked_peak_bytes: int = 0
+    moves: int = 0  # running contexts moved to keep the running sequence ids consecutive
 
 
 def wipe(buf: bytearray) -> None:
@@ -95,6 +96,14 @@ class KvPool:
     @property
     def parked(self) -> int:
         return len(self._parked)
+
+    def _compact_choice(self) -> int:
+        """The free sequence that keeps running turns on consecutive sequence ids: next to
+        the most running ones, then the lowest. With a KV stream per sequence, llama.cpp
+        decodes each run of consecutive ids as a micro-batch of its own, and each costs
+        about a whole single-token step."""
+        running = {seq for seq, c in self._resident.items() if c.running}
+        return min(self._free, key=lambda s: (-((s - 1) in running) - ((s + 1) in running), s))
 
     # Leases.
 
@@ -153,7 +162,9 @@ class KvPool:
 
     def _take_sequence(self) -> int | None:
         if self._free:
-            return self._free.pop(0)
+            choice = self._compact_choice()
+            self._free.remove(choice)
+            return choice
         idle = [c for c in self._resident.values() if not c.running]
         if not idle:
             return None
@@ -162,6 +173,56 @@ class KvPool:
         assert seq is not None
         self._evict(victim, seq)
         return seq
+
+    # Compaction: running turns on consecutive sequence ids.
+
+    def compaction(self, limit: int) -> list[tuple[KvContext, int]]:
+        """At most `limit` moves (a running context, a free sequence) that put the running
+        contexts on consecutive sequence ids: into the window of ids that holds most of
+        them already, and whose other ids are free."""
+        running = {seq: c for seq, c in self._resident.items() if c.running}
+        k, n = len(running), self.model.n_seq_max
+        if k < 2 or max(running) - min(running) + 1 == k:
+            return []
+        free = set(self._free)
+        best: tuple[int, int] | None = None  # (running outside the window, its first id)
+        for first in range(n - k + 1):
+            window = range(first, first + k)
+            if all(s in running or s in free for s in window):
+                outside = k - sum(1 for s in window if s in running)
+                if best is None or outside < best[0]:
+                    best = (outside, first)
+        if best is None:
+            return []
+        window = range(best[1], best[1] + k)
+        holes = [s for s in window if s not in running]
+        strays = sorted((s for s in running if s not in window), reverse=True)
+        return [(running[s], hole) for s, hole in zip(strays, holes, strict=False)][:limit]
+
+    def move(self, ctx: KvContext, to: int) -> bool:
+        """Move a context's own KV into the free sequence `to` and free its old one: the
+        bytes pass through a buffer of this context's, zeroed after. False, with nothing
+        changed, if llama.cpp could not copy them."""
+        src = ctx.seq
+        assert src is not None
+        assert to in self._free
+        buf = bytearray(self.model.state_size(src))
+        try:
+            if not self.model.save_state(src, buf):
+                return False
+            if not self.model.load_state(to, buf):
+                self.model.forget(to)
+                return False
+        finally:
+            wipe(buf)
+        self.model.forget(src)
+        self._free.remove(to)
+        self._free.append(src)
+        del self._resident[src]
+        self._resident[to] = ctx
+        ctx.seq = to
+        self.stats.moves += 1
+        return True
 
     # Eviction, parking and restoring.
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from inference.admission import FairQueue
-from inference.batch import Batch, EngineStats, PrefillOrder, Turn, check
+from inference.batch import Batch, PrefillOrder, check
 from inference.contexts import Eviction, KvContext, KvPool
 from inference.errors import Cancelled, ContextOverflow, EngineStopped, InferenceError, QueueFull
 from inference.generation import (
@@ -49,7 +49,9 @@ from inference.generation import (
     TextDelta,
     TokenLogprobs,
 )
+from inference.lookup import LookupConfig
 from inference.model import LlamaModel
+from inference.turn import EngineStats, Turn
 
 __all__ = [
     "Engine",
@@ -94,6 +96,7 @@ class Engine:
         park_budget_bytes: int = 1 << 30,
         eviction: Eviction = "park",
         preempt: bool = True,
+        lookup: LookupConfig | None = None,
     ) -> None:
         self.model = model
         self.preempt = preempt
@@ -102,7 +105,7 @@ class Engine:
         self._lock = threading.Lock()
         self._contexts: set[KvContext] = set()
         self._line: FairQueue[_Admit] = FairQueue()
-        self._batch = Batch(model, self.kv, self.stats, prefill_order)
+        self._batch = Batch(model, self.kv, self.stats, prefill_order, lookup)
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="keep-inference", daemon=True)

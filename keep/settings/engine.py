@@ -88,6 +88,29 @@ class EngineSettings(View):
         "waits with every sequence busy. The turn resumes where it stopped. Off: a waiting "
         "request takes the next sequence to come free.",
     )
+    lookup_draft: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Prompt-lookup decoding: at most this many tokens drafted per step from "
+        "the session's own tokens (its prompt, retrieved passages and what it has generated) "
+        "and checked in the same batch; the output is the same token for token. 0 is off.",
+    )
+    lookup_ngram: int = Field(
+        3,
+        ge=1,
+        le=16,
+        description="The shortest run of the session's last tokens that must have occurred "
+        "before for a draft to be taken from what followed it.",
+    )
+    lookup_max_turns: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Prompt-lookup drafts are taken only in decode steps with at most this "
+        "many turns generating. On a CPU a drafted token costs about what a real one does, so "
+        "drafts pay only in narrow steps; raise it on a GPU.",
+    )
     kv_park_bytes: int = Field(
         1 << 30,
         ge=0,

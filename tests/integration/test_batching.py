@@ -85,6 +85,35 @@ def test_concurrent_requests_share_decode_steps(engine: Engine) -> None:
     assert tokens > 40
 
 
+def test_running_turns_are_moved_onto_consecutive_sequences_unchanged(engine: Engine) -> None:
+    """Short turns finish and leave holes between long ones; the long ones are moved (their
+    own KV, into free sequences) so that the batch is one micro-batch again, and their text
+    is what each gives alone."""
+    lengths = [6, 48, 6, 48, 6, 48]
+
+    async def run(prompts: list[str], sizes: list[int]) -> list[str]:
+        ctxs = [engine.open_context() for _ in prompts]
+        gens = [
+            engine.submit(c, GenerationRequest(prompt_for(engine, p), n, SamplingParams(0.0)))
+            for c, p, n in zip(ctxs, prompts, sizes, strict=True)
+        ]
+        out = await asyncio.gather(*(drain(g) for g in gens))
+        for c in ctxs:
+            await asyncio.wrap_future(engine.release(c))
+        return [text for text, _ in out]
+
+    async def scenario() -> tuple[list[str], list[str], int]:
+        alone = [(await run([p], [n]))[0] for p, n in zip(PROMPTS, lengths, strict=False)]
+        before = engine.kv.stats.moves
+        together = await run(PROMPTS[: len(lengths)], lengths)
+        return alone, together, engine.kv.stats.moves - before
+
+    alone, together, moves = asyncio.run(scenario())
+    assert moves >= 1
+    assert together == alone
+    assert engine.live_sequences().result(timeout=30) == 0  # every moved-from sequence is empty
+
+
 def test_a_cancelled_request_leaves_the_batch_within_one_step(engine: Engine) -> None:
     async def scenario() -> int:
         seqs = [engine.open_context() for _ in range(2)]
