@@ -11,6 +11,7 @@ BENCHMARKS = [
     "engine_vs_llama_server.py",
     "sessions.py",
     "logprobs.py",
+    "lookup.py",
     "tools.py",
     "rag.py",
     "journal.py",

@@ -12,14 +12,17 @@ turn's own history.
 
 Cost control: on a CPU a drafted token costs nearly what a real one does, so a turn drafts
 only on an n-gram match of `ngram_min` tokens or more, and each turn's draft length adapts to
-what it gets accepted: it halves when a draft is refused outright and grows back by one on
-each draft accepted whole.
+what it gets accepted: it starts at two tokens, doubles (up to `max_draft`) on each draft
+accepted whole, and halves when one is refused outright, so that a turn whose drafts keep
+failing stops drafting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+_FIRST_DRAFT = 2  # a turn's first drafts are short: a refused one costs little
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class NgramIndex:
         self.config = config
         self.tokens: list[int] = []
         self._after: dict[tuple[int, ...], int] = {}  # n-gram -> index of the token after it
-        self.budget = config.max_draft  # this turn's draft length, adapted
+        self.budget = min(_FIRST_DRAFT, config.max_draft)  # this turn's draft length, adapted
         self.extend(history)
 
     def extend(self, tokens: Iterable[int]) -> None:
@@ -74,4 +77,4 @@ class NgramIndex:
         if kept == 0:
             self.budget //= 2
         elif kept == drafted:
-            self.budget = min(self.config.max_draft, self.budget + 1)
+            self.budget = min(self.config.max_draft, 2 * self.budget)

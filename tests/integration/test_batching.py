@@ -17,6 +17,7 @@ from inference.engine import Engine, GenerationRequest, Started, TextDelta
 from inference.sampling import SamplingParams
 from tests.conftest import MODEL, TEST_KEY, ServerFactory, chat_body, never_stop
 from tests.integration.test_engine import drain, prompt_for
+from tests.integration.test_lookup_decoding import PROMPTS as NOTICE_PROMPTS
 from tests.stats import mann_whitney_less
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
@@ -85,27 +86,46 @@ def test_concurrent_requests_share_decode_steps(engine: Engine) -> None:
     assert tokens > 40
 
 
+async def greedy_at_once(engine: Engine, prompts: list[str], sizes: list[int]) -> list[str]:
+    """Each prompt's greedy text, all submitted at once, each in a session of its own."""
+    ctxs = [engine.open_context() for _ in prompts]
+    gens = [
+        engine.submit(c, GenerationRequest(prompt_for(engine, p), n, SamplingParams(0.0)))
+        for c, p, n in zip(ctxs, prompts, sizes, strict=True)
+    ]
+    out = await asyncio.gather(*(drain(g) for g in gens))
+    for c in ctxs:
+        await asyncio.wrap_future(engine.release(c))
+    return [text for text, _ in out]
+
+
+def test_prompts_prefilled_at_once_give_what_each_gives_alone(engine: Engine) -> None:
+    """Prompts of different lengths arriving together: how one is split into llama.cpp calls
+    must not depend on the others (its rounding would show in the text)."""
+    prompts = [*NOTICE_PROMPTS, "Why is the sky dark at night? " * 12]
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        alone = [(await greedy_at_once(engine, [p], [40]))[0] for p in prompts]
+        return alone, await greedy_at_once(engine, prompts, [40] * len(prompts))
+
+    alone, together = asyncio.run(scenario())
+    assert len(set(alone)) == len(alone)
+    assert together == alone
+
+
 def test_running_turns_are_moved_onto_consecutive_sequences_unchanged(engine: Engine) -> None:
     """Short turns finish and leave holes between long ones; the long ones are moved (their
     own KV, into free sequences) so that the batch is one micro-batch again, and their text
     is what each gives alone."""
     lengths = [6, 48, 6, 48, 6, 48]
 
-    async def run(prompts: list[str], sizes: list[int]) -> list[str]:
-        ctxs = [engine.open_context() for _ in prompts]
-        gens = [
-            engine.submit(c, GenerationRequest(prompt_for(engine, p), n, SamplingParams(0.0)))
-            for c, p, n in zip(ctxs, prompts, sizes, strict=True)
-        ]
-        out = await asyncio.gather(*(drain(g) for g in gens))
-        for c in ctxs:
-            await asyncio.wrap_future(engine.release(c))
-        return [text for text, _ in out]
-
     async def scenario() -> tuple[list[str], list[str], int]:
-        alone = [(await run([p], [n]))[0] for p, n in zip(PROMPTS, lengths, strict=False)]
+        alone = [
+            (await greedy_at_once(engine, [p], [n]))[0]
+            for p, n in zip(PROMPTS, lengths, strict=False)
+        ]
         before = engine.kv.stats.moves
-        together = await run(PROMPTS[: len(lengths)], lengths)
+        together = await greedy_at_once(engine, PROMPTS[: len(lengths)], lengths)
         return alone, together, engine.kv.stats.moves - before
 
     alone, together, moves = asyncio.run(scenario())
