@@ -1,12 +1,14 @@
 """What prompt-lookup decoding gains, and what it costs where there is nothing to copy.
 
-Two `keep serve` processes on the same settings, one with KEEP_LOOKUP_DRAFT=0 (the reference)
+Two `keep serve` processes, one with KEEP_LOOKUP_DRAFT=0 (the reference)
 and one with drafts on, answer the same greedy non-streaming chat requests, interleaved, the
-first server alternating. For each prompt the bench prints both servers' median request time,
-their ratio with its spread, and the share of drafted tokens kept; every pair of answers must
-be identical, or the bench fails. The prompts: a retrieval-style answer (passages in the
-prompt, as Keep's RAG puts them there, and a question whose answer copies them), a verbatim
-copy, a free essay and a short question, then 8 concurrent requests of the essay.
+first server alternating. Both get the same settings (slots, threads, context per session)
+but for the drafts. For each prompt the bench prints both servers' median request time and
+their ratio with its spread; every pair of answers must be identical, or the bench fails.
+The prompts: a retrieval-style answer (passages in the prompt, as Keep's RAG puts them there,
+and a question whose answer copies them), a verbatim copy, a free essay and a short question,
+then 8 concurrent requests of the essay, with each server's own scaling (8 essays at once
+over one alone), so that a reference held back shows.
 """
 
 from __future__ import annotations
@@ -51,12 +53,19 @@ PROMPTS = {
 }
 
 
-def chat(url: str, text: str, tokens: int) -> tuple[float, str, int]:
-    body = {"model": DEFAULT_MODELS[0].name, "temperature": 0, "max_tokens": tokens,
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def body(text: str, tokens: int) -> dict[str, object]:
+    """A greedy chat request of one user message."""
+    return {"model": DEFAULT_MODELS[0].name, "temperature": 0, "max_tokens": tokens,
             "messages": [{"role": "user", "content": text}]}  # fmt: skip
+
+
+def chat(url: str, text: str, tokens: int) -> tuple[float, str, int]:
     start = time.perf_counter()
-    response = httpx.post(url + "/v1/chat/completions", json=body,
-                          headers={"Authorization": f"Bearer {KEY}"}, timeout=300)  # fmt: skip
+    response = httpx.post(url + "/v1/chat/completions", json=body(text, tokens), headers=AUTH,
+                          timeout=300)  # fmt: skip
     response.raise_for_status()
     elapsed = time.perf_counter() - start
     data = response.json()
@@ -65,10 +74,8 @@ def chat(url: str, text: str, tokens: int) -> tuple[float, str, int]:
 
 async def concurrent(url: str, tokens: int, n: int) -> tuple[float, list[str]]:
     async def one(client: httpx.AsyncClient, i: int) -> str:
-        body = {"model": DEFAULT_MODELS[0].name, "temperature": 0, "max_tokens": tokens,
-                "messages": [{"role": "user", "content": f"{PROMPT} (Reader {i}.)"}]}  # fmt: skip
-        r = await client.post(url + "/v1/chat/completions", json=body,
-                              headers={"Authorization": f"Bearer {KEY}"})  # fmt: skip
+        payload = body(f"{PROMPT} (Reader {i}.)", tokens)
+        r = await client.post(url + "/v1/chat/completions", json=payload, headers=AUTH)
         r.raise_for_status()
         return str(r.json()["choices"][0]["message"]["content"])
 
@@ -102,7 +109,6 @@ def main() -> int:
     keep = str(Path(sys.executable).parent / "keep")
     ports = {"off": free_port(), "on": free_port()}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    auth = {"Authorization": f"Bearer {KEY}"}
     own = {}  # each server its own journal and admin socket
     for name, draft in (("off", "0"), ("on", str(args.draft))):
         state = Path(tempfile.mkdtemp(prefix="keep-bench-"))
@@ -111,15 +117,16 @@ def main() -> int:
     failed = False
     with (
         serve([keep, "serve", "--port", str(ports["off"])], own["off"], urls["off"] + "/readyz",
-              auth),
+              AUTH),
         serve([keep, "serve", "--port", str(ports["on"])], own["on"], urls["on"] + "/readyz",
-              auth),
+              AUTH),
     ):  # fmt: skip
         for url in urls.values():  # warm-up
             chat(url, "Hello.", 8)
         head = f"max {args.tokens} tokens, KEEP_LOOKUP_DRAFT={args.draft} against 0"
         print(f"lookup: SmolLM2-135M Q4_1, CPU, greedy chat, {head}, {args.runs} interleaved runs")
         print(f"{'prompt':<16}{'tokens':>7}{'off ms':>9}{'on ms':>9}{'on/off':>8}  spread")
+        alone: dict[str, list[float]] = {}
         for label, text in PROMPTS.items():
             times: dict[str, list[float]] = {"off": [], "on": []}
             answers: dict[str, set[str]] = {"off": set(), "on": set()}
@@ -133,6 +140,8 @@ def main() -> int:
             same = answers["off"] == answers["on"] and len(answers["off"]) == 1
             failed |= not same
             row(label, str(n), times, same)
+            if text == PROMPT:
+                alone = times
         times = {"off": [], "on": []}
         texts: dict[str, list[str]] = {}
         for r in range(max(1, args.runs // 2)):
@@ -145,6 +154,11 @@ def main() -> int:
         same = texts["off"] == texts["on"]
         failed |= not same
         row(f"{args.concurrency} at once", "", times, same)
+        for name in ("off", "on"):
+            scaling = args.concurrency * statistics.median(alone[name])
+            scaling /= statistics.median(times[name])
+            print(f"drafts {name} scaling: {args.concurrency} essays at once against one alone, "
+                  f"{scaling:.2f}x the throughput")  # fmt: skip
     print("identical text on every prompt" if not failed else "FAIL: drafted text differs")
     return 1 if failed else 0
 

@@ -188,12 +188,12 @@ class Batch:
         self.stats.steps += 1
         self.stats.last_step_seconds = 0.0
         generating = [slot for slot in self.turns.values() if not slot.prefilling]
+        budget = self.model.config.n_batch
         if generating:
-            self._decode_step(generating)
+            budget -= self._decode_step(generating)
         waiting = [slot for slot in self.turns.values() if slot.prefilling]
         if self.prefill_order == "shortest_first":
             waiting.sort(key=lambda slot: len(slot.feed))
-        budget = self.model.config.n_batch - len(generating)
         for slot in waiting:
             if budget <= 0:
                 break
@@ -206,10 +206,10 @@ class Batch:
         self.stats.step_seconds += elapsed
         self.stats.last_step_seconds += elapsed
 
-    def _decode_step(self, generating: list[Turn]) -> None:
+    def _decode_step(self, generating: list[Turn]) -> int:
         """One call for every generating turn's next token (and its draft), in sequence
         order, so that consecutive sequences share a micro-batch; then each is sampled, before
-        another call overwrites the logits."""
+        another call overwrites the logits. The tokens decoded, drafts included."""
         entries: list[tuple[int, int, int, bool]] = []
         budget = self.model.config.n_batch - len(generating)
         drafting = len(generating) <= self.lookup.max_turns
@@ -223,6 +223,7 @@ class Batch:
         self._decode(entries)
         for slot in generating:
             self._fed(slot, 1)
+        return len(entries)
 
     def _prefill(self, slot: Turn) -> int:
         """One chunk of a turn's prompt, in a call of its own and cut at `n_batch` from where
@@ -265,11 +266,11 @@ class Batch:
         free sequences when they are not: with a KV stream per sequence, llama.cpp decodes
         each run of consecutive ids as a micro-batch of its own, each costing about a whole
         single-token step, while a move copies one context's cells once."""
-        for ctx, to in self.kv.compaction(_MOVES_PER_STEP):
-            turn = next((t for t in self.turns.values() if t.ctx is ctx), None)
-            if turn is None or not self.kv.move(ctx, to):
+        for seq, to in self.kv.compaction(_MOVES_PER_STEP):
+            turn = self.turns.get(seq)
+            if turn is None or not self.kv.move(turn.ctx, to):
                 continue
-            del self.turns[turn.seq]
+            del self.turns[seq]
             turn.seq = to
             self.turns[to] = turn
 

@@ -102,8 +102,12 @@ class KvPool:
         the most running ones, then the lowest. With a KV stream per sequence, llama.cpp
         decodes each run of consecutive ids as a micro-batch of its own, and each costs
         about a whole single-token step."""
-        running = {seq for seq, c in self._resident.items() if c.running}
+        running = self._running()
         return min(self._free, key=lambda s: (-((s - 1) in running) - ((s + 1) in running), s))
+
+    def _running(self) -> dict[int, KvContext]:
+        """The sequences that hold a running turn's context."""
+        return {seq: c for seq, c in self._resident.items() if c.running}
 
     # Leases.
 
@@ -176,11 +180,11 @@ class KvPool:
 
     # Compaction: running turns on consecutive sequence ids.
 
-    def compaction(self, limit: int) -> list[tuple[KvContext, int]]:
-        """At most `limit` moves (a running context, a free sequence) that put the running
-        contexts on consecutive sequence ids: into the window of ids that holds most of
-        them already, and whose other ids are free."""
-        running = {seq: c for seq, c in self._resident.items() if c.running}
+    def compaction(self, limit: int) -> list[tuple[int, int]]:
+        """At most `limit` moves (a running context's sequence, a free sequence) that put the
+        running contexts on consecutive sequence ids: into the window of ids that holds most
+        of them already, and whose other ids are free."""
+        running = self._running()
         k, n = len(running), self.model.n_seq_max
         if k < 2 or max(running) - min(running) + 1 == k:
             return []
@@ -197,7 +201,7 @@ class KvPool:
         window = range(best[1], best[1] + k)
         holes = [s for s in window if s not in running]
         strays = sorted((s for s in running if s not in window), reverse=True)
-        return [(running[s], hole) for s, hole in zip(strays, holes, strict=False)][:limit]
+        return list(zip(strays, holes, strict=False))[:limit]
 
     def move(self, ctx: KvContext, to: int) -> bool:
         """Move a context's own KV into the free sequence `to` and free its old one: the

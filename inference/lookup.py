@@ -44,17 +44,18 @@ class NgramIndex:
         self.tokens: list[int] = []
         self._after: dict[tuple[int, ...], int] = {}  # n-gram -> index of the token after it
         self.budget = min(_FIRST_DRAFT, config.max_draft)  # this turn's draft length, adapted
+        self._sizes = range(config.ngram_min, max(config.ngram_min, config.ngram_max) + 1)
         self.extend(history)
 
     def extend(self, tokens: Iterable[int]) -> None:
         """Append tokens to the history. An n-gram is indexed once a token follows it, so the
         history's own last n-gram never finds itself."""
         history, after = self.tokens, self._after
-        lo = self.config.ngram_min
-        hi = max(lo, self.config.ngram_max)
         for token in tokens:
             end = len(history)  # the n-grams ending just before `token` now have a follower
-            for n in range(lo, min(hi, end) + 1):
+            for n in self._sizes:
+                if n > end:
+                    break
                 after[tuple(history[end - n : end])] = end
             history.append(token)
 
@@ -65,8 +66,9 @@ class NgramIndex:
         if k <= 0:
             return []
         end = len(history)
-        lo = self.config.ngram_min
-        for n in range(min(max(lo, self.config.ngram_max), end), lo - 1, -1):
+        for n in reversed(self._sizes):
+            if n > end:
+                continue
             at = self._after.get(tuple(history[end - n : end]))
             if at is not None:
                 return history[at : at + k]
