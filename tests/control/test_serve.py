@@ -5,6 +5,7 @@ counts the address NGINX forwards."""
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -50,6 +51,21 @@ def wait_for(path: Path, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.1)
 
 
+def wait_listening(path: Path) -> None:
+    """Until the bound socket accepts a connection. A plain socket, closed at each try: a
+    refused connection through httpx's pool leaves its socket to the garbage collector,
+    whose ResourceWarning fails the test when the server is slow to listen."""
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+                return
+            except OSError:  # bound, not yet listening
+                assert time.monotonic() < deadline, "keep_serve did not listen"
+        time.sleep(0.1)
+
+
 def test_the_socket_is_0660_in_a_0750_directory_and_the_throttle_sees_nginx_address(
     scratch: Path,
 ) -> None:
@@ -67,17 +83,11 @@ def test_the_socket_is_0660_in_a_0750_directory_and_the_throttle_sees_nginx_addr
         assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o750
         # What NGINX's management listener sends (nginx/keep.conf.j2).
         nginx = {"Host": "localhost", "X-Forwarded-Proto": "https"}
+        wait_listening(sock)
         with httpx.Client(
             transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://localhost"
         ) as http:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    page = http.get("/admin/login/", headers=nginx)
-                    break
-                except httpx.TransportError:  # bound, not yet listening
-                    assert time.monotonic() < deadline
-                    time.sleep(0.1)
+            page = http.get("/admin/login/", headers=nginx)
             assert page.status_code == 200
             token = page.cookies["csrftoken"]
             failed = http.post(
