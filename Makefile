@@ -16,8 +16,9 @@ APT_PACKAGES := build-essential cmake git pkg-config ca-certificates curl
 NET_APT_PACKAGES := wireguard-go wireguard-tools nftables nginx-light iproute2 procps curl
 # The tests also run control against a private PostgreSQL cluster they start themselves, and
 # converge the ansible playbook into a Debian 12 root file system built with debootstrap,
-# then boot that root under its own systemd with systemd-nspawn.
-TEST_APT_PACKAGES := postgresql-15 debootstrap systemd-container $(NET_APT_PACKAGES)
+# then boot that root under its own systemd with systemd-nspawn. Debian's prometheus (and its
+# promtool) scrapes a running appliance and checks the alert rules.
+TEST_APT_PACKAGES := postgresql-15 debootstrap systemd-container prometheus $(NET_APT_PACKAGES)
 # The operator's controller tools (ansible, ansible-lint), apart from the appliance's venv.
 ANSIBLE_VENV := .venv-ansible
 ANSIBLE_STAMP := $(ANSIBLE_VENV)/.keep-deps

@@ -6,6 +6,7 @@ peer bindings, and replaces the previous policy's whole: a key it leaves out is 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from appliance.auth import Grant, KeyRing, Principal, authenticate
@@ -21,6 +22,8 @@ class Access:
         self._static = dict(static_grants)
         self.keys = KeyRing(self._static)
         self.policy: Policy | None = None
+        self.started_at = time.time()
+        self.pushed_at: float | None = None  # when control last pushed a policy (any version)
         self._peer_addresses: dict[str, str] = {}  # peer id -> tunnel address
 
     def install(self, policy: Policy) -> None:
@@ -28,6 +31,14 @@ class Access:
         self.keys = KeyRing({**self._static, **policy.grants()})
         self.policy = policy
         self._peer_addresses = {p.id: p.address for p in policy.peers}
+
+    def pushed(self) -> None:
+        """Control pushed a policy, new or the one in force: it can still reach us."""
+        self.pushed_at = time.time()
+
+    def silence_s(self) -> float:
+        """Seconds without a push from control (since start-up, before the first)."""
+        return time.time() - (self.pushed_at or self.started_at)
 
     def principal(self, headers: Mapping[str, str], *, behind_nginx: bool) -> Principal:
         """The principal a request's headers authenticate, or 401. Headers alone: the

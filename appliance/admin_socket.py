@@ -17,10 +17,11 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from appliance import errors, health
 from appliance import policy as policies
+from appliance.metrics import CONTENT_TYPE
 from appliance.openai.protocol import IgnoredFields
 from appliance.shield import ShieldedFastAPI
 from appliance.state import ApplianceState, app_state
@@ -28,6 +29,7 @@ from durable import bind_unix_socket
 
 log = logging.getLogger("keep.admin")
 router = APIRouter(prefix="/admin")
+metrics_router = APIRouter()
 
 
 def _state(request: Request) -> ApplianceState:
@@ -38,6 +40,7 @@ async def apply_policy(state: ApplianceState, new: policies.Policy) -> int:
     """Check, keep on disk, then swap in `new`. Returns how many sessions revocation ended."""
     current = state.access.policy
     policies.check_transition(current, new, state.pinned)
+    state.access.pushed()
     if current is not None and new.digest() == current.digest():
         return 0
     await asyncio.to_thread(policies.save, state.settings.state_dir, new)
@@ -48,6 +51,10 @@ async def install_policy(state: ApplianceState, new: policies.Policy) -> int:
     """Swap in a checked policy that is already on disk, and end revoked keys' sessions."""
     state.access.install(new)
     state.quotas.set_limits(new.quotas)
+    state.rates.set_limits(new.quotas)
+    state.shares.set_in_flight_limits(
+        {q.client_id: q.max_in_flight for q in new.quotas if q.max_in_flight is not None}
+    )
     ended = await state.sessions.close_where(state.access.keys.digests())
     log.info("policy %d applied: %d key(s); %d session(s) ended", new.version, len(new.keys), ended)
     return ended
@@ -116,11 +123,30 @@ async def receipts(
     }
 
 
+@metrics_router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus's text format: content-free figures, read by the host's Prometheus."""
+    # On the event loop: the sessions it counts change there, and a scrape is brief.
+    exposition = _state(request).metrics.exposition()
+    return Response(exposition, media_type=CONTENT_TYPE)
+
+
 def create_admin_app(source: FastAPI) -> FastAPI:
     app = ShieldedFastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.keep_source = source
     errors.install(app)
     app.include_router(router)
+    app.include_router(metrics_router)
+    return app
+
+
+def create_metrics_app(source: FastAPI) -> FastAPI:
+    """/metrics alone, for the metrics socket NGINX's management listener proxies to: NGINX
+    can read figures there and can change nothing."""
+    app = ShieldedFastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.keep_source = source
+    errors.install(app)
+    app.include_router(metrics_router)
     return app
 
 
@@ -142,13 +168,8 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve_admin(
-    source: FastAPI, path: Path, group_access: bool = False
-) -> AsyncIterator[None]:
-    sock = bind_socket(path, group_access)
-    config = uvicorn.Config(
-        create_admin_app(source), lifespan="off", log_config=None, access_log=False
-    )
+async def _serve(app: FastAPI, sock: socket.socket, path: Path) -> AsyncIterator[None]:
+    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     # uvicorn reports start-up only through this flag.
@@ -163,3 +184,25 @@ async def serve_admin(
         await task
         sock.close()
         await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+@contextlib.asynccontextmanager
+async def serve_admin(
+    source: FastAPI,
+    path: Path,
+    group_access: bool = False,
+    metrics_socket: Path | None = None,
+) -> AsyncIterator[None]:
+    """The admin socket, and the metrics socket when one is set."""
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(
+            _serve(create_admin_app(source), bind_socket(path, group_access), path)
+        )
+        if metrics_socket is not None:
+            # 0666 in a directory only its owner and NGINX's group traverse, as the API socket.
+            metrics_socket.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+            sock = bind_unix_socket(metrics_socket, 0o666, setting="KEEP_METRICS_SOCKET")
+            await stack.enter_async_context(
+                _serve(create_metrics_app(source), sock, metrics_socket)
+            )
+        yield

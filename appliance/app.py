@@ -17,13 +17,15 @@ from appliance.admin_socket import install_policy, serve_admin
 from appliance.auth import Grant, key_digest
 from appliance.journal import ReceiptLog, load_or_create_key
 from appliance.keep_api import documents, receipts, sessions
-from appliance.middleware import AccessLog, Authenticate, BodyLimit, ClientConcurrency
+from appliance.metrics import Metrics
+from appliance.middleware import Authenticate, BodyLimit, ClientConcurrency, Observe, RateLimit
 from appliance.openai.chat import router as chat
 from appliance.openai.completions import router as completions
 from appliance.openai.embeddings import router as embeddings
 from appliance.openai.models import router as models
 from appliance.openai.models.serving import ModelServing
 from appliance.quotas import QuotaBook
+from appliance.ratelimit import RateBook, RateLimits
 from appliance.sessions import SessionRegistry
 from appliance.shares import ClientShares
 from appliance.shield import ShieldedFastAPI
@@ -120,6 +122,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app. An engine or embedder passed in stays the caller's; one loaded here is
     closed here."""
+    metrics = Metrics(policy_max_age_s=settings.policy_max_age_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -155,7 +158,16 @@ def create_app(
                 max_requests=settings.client_max_requests,
                 embedding_inputs_per_minute=settings.client_embedding_inputs_per_minute,
             ),
+            rates=RateBook(
+                RateLimits(
+                    requests_per_s=settings.client_requests_per_second,
+                    burst=settings.client_request_burst,
+                    tokens_per_minute=settings.client_tokens_per_minute,
+                )
+            ),
+            metrics=metrics,
         )
+        metrics.attach(state)
         kept = policies.load(settings.state_dir)
         if kept is not None:  # checked when it was applied; checked against this model again
             policies.check_transition(None, kept, state.pinned)
@@ -163,7 +175,12 @@ def create_app(
         app.state.keep = state
         reaper = asyncio.create_task(registry.run_reaper())
         try:
-            async with serve_admin(app, settings.admin_socket, settings.admin_socket_group_access):
+            async with serve_admin(
+                app,
+                settings.admin_socket,
+                settings.admin_socket_group_access,
+                settings.metrics_socket,
+            ):
                 if on_ready is not None:
                     on_ready()
                 yield
@@ -188,18 +205,19 @@ def create_app(
     errors.install(app)
     for module in (health, models, chat, completions, embeddings, sessions, documents, receipts):
         app.include_router(module.router)
-    # The last added runs first: the access log, the key, the client's share of requests in
-    # flight, the body, then routing.
+    # The last added runs first: the request's record, the key, the client's rates, its share
+    # of requests in flight, the body, then routing.
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         per_route=((documents.UPLOAD_ROUTE, settings.rag_max_upload_bytes),),
     )
     app.add_middleware(ClientConcurrency, shares=lambda: app_state(app).shares)
+    app.add_middleware(RateLimit, rates=lambda: app_state(app).rates)
     app.add_middleware(
         Authenticate,
         access=lambda: app_state(app).access,
         behind_nginx=settings.listen_socket is not None,
     )
-    app.add_middleware(AccessLog)
+    app.add_middleware(Observe, metrics=metrics, behind_nginx=settings.listen_socket is not None)
     return app

@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
+from appliance import observe
 from inference import errors as inference
 from inference.template import TemplateRenderError
 from rag import errors as rag
@@ -46,6 +47,7 @@ class APIError(Exception):
     type: ClassVar[str] = "server_error"
     code: ClassVar[str | None] = "internal_error"
     headers: Mapping[str, str] = MappingProxyType({})  # an instance may carry its own
+    limit: ClassVar[str | None] = None  # the client's rate limit a 429 names, for the metrics
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -125,18 +127,41 @@ class QuotaExceeded(TooManyRequests):
 
 class TooManyConcurrent(TooManyRequests):
     code = "too_many_concurrent_requests"
+    limit = "in_flight"
 
 
 class RateLimited(TooManyRequests):
     """A 429 whose Retry-After says when to come back, in whole seconds (at least 1)."""
 
     code = "rate_limited"
+    limit: ClassVar[str | None] = "embedding_inputs"
 
     def __init__(
-        self, message: str, *, retry_after_s: float = 1.0, param: str | None = None
+        self,
+        message: str,
+        *,
+        retry_after_s: float = 1.0,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message, param=param)
-        self.headers = MappingProxyType({"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+        retry = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+        self.headers = MappingProxyType({**(headers or {}), **retry})
+
+
+class RequestRateExceeded(RateLimited):
+    """The client's requests per second (appliance.ratelimit), in OpenAI's shape: the type
+    names the limit."""
+
+    type = "requests"
+    code = "rate_limit_exceeded"
+    limit = "requests"
+
+
+class TokenRateExceeded(RateLimited):
+    type = "tokens"
+    code = "rate_limit_exceeded"
+    limit = "tokens"
 
 
 class QueueFull(RateLimited):
@@ -144,6 +169,7 @@ class QueueFull(RateLimited):
     outlast the request's deadline."""
 
     code = "queue_full"
+    limit = None  # the appliance's capacity, not the client's limit
 
 
 class NotReady(APIError):
@@ -219,12 +245,14 @@ def envelope(exc: APIError) -> dict[str, Any]:
 
 
 def error_response(exc: APIError) -> JSONResponse:
+    observe.failed(exc.code, exc.status, exc.limit)
     return JSONResponse(envelope(exc), status_code=exc.status, headers=dict(exc.headers))
 
 
 async def send_error(send: Send, exc: APIError) -> None:
     """The envelope straight onto an ASGI connection, for the layers outside FastAPI's
     handlers. The connection closes after it: the request's body may be left unread."""
+    observe.failed(exc.code, exc.status, exc.limit)
     payload = json.dumps(envelope(exc)).encode()
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
     await send(

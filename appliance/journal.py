@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import threading
+import time
 from array import array
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -158,6 +159,8 @@ class ReceiptLog:
         self._checkpoint: tuple[int, str] | None = None
         self._saved = 0
         self.healthy = True
+        # Told of each write: its seconds and whether it succeeded (the metrics listen here).
+        self.on_write: Callable[[float, bool], None] | None = None
         self._load()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._reader = os.open(self.path, os.O_RDONLY)
@@ -250,6 +253,7 @@ class ReceiptLog:
                 "seq": len(self._tree),
                 **fields,
             }
+            started = time.perf_counter()
             line = Entry(body, receipts.sign(body, self._key)).line()
             try:
                 written = os.write(self._fd, line)
@@ -259,13 +263,19 @@ class ReceiptLog:
             except OSError as exc:
                 self.healthy = False
                 log.error("receipt journal write failed (%s); refusing new sessions", exc.strerror)
+                self._wrote(started, ok=False)
                 raise ReceiptWriteError("the receipt could not be written") from None
+            self._wrote(started, ok=True)
             self._tree.append(leaf_of(line))
             self._index.add(body["session_id"].encode())
             self._offsets.append(self._offsets[-1] + len(line))
             if len(self._tree) - self._saved >= self._interval:
                 self._save_checkpoint()
             return body
+
+    def _wrote(self, started: float, *, ok: bool) -> None:
+        if self.on_write is not None:
+            self.on_write(time.perf_counter() - started, ok)
 
     def _save_checkpoint(self) -> None:
         """Keep a signed checkpoint of the log as it is, so the next start rehashes what it

@@ -1,5 +1,6 @@
-"""ASGI middleware, outermost first: the content-free access log, authentication, the
-client's share of requests in flight, and the body-size limit.
+"""ASGI middleware, outermost first: the request's record (audit line, metrics, correlation
+id), authentication, the client's rates, its share of requests in flight, and the body-size
+limit.
 
 Authentication comes before everything that reads the request: a caller without a valid key
 gets 401 (403 for a key used from another peer's address) before its body is read and before
@@ -10,20 +11,27 @@ against the bytes that actually arrive.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from ipaddress import ip_address
 
 from starlette.datastructures import Headers
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from appliance.access import PRINCIPAL_SCOPE_KEY, Access
+from appliance import observe
+from appliance.access import PEER_HEADER, PRINCIPAL_SCOPE_KEY, Access
 from appliance.auth import Principal
 from appliance.errors import APIError, PayloadTooLarge, send_error
+from appliance.metrics import Metrics, client_label
+from appliance.observe import REQUEST_ID_HEADER
+from appliance.ratelimit import RateBook
 from appliance.shares import ClientShares, client_of
 
-access_log = logging.getLogger("keep.access")
+audit_log = logging.getLogger("keep.audit")
 
 
 class _TooLarge(Exception):
@@ -152,41 +160,116 @@ class BodyLimit:
         return b"".join(chunks)
 
 
-class AccessLog:
-    """One line per request: method, route template, status, bytes, milliseconds.
+class RateLimit:
+    """The client's request and token rates (appliance.ratelimit): a request past either
+    gets 429 before its body is read; every response carries the x-ratelimit-* headers; the
+    tokens a request used are taken from its client's bucket when it ends."""
 
-    The route template (`/v1/sessions/{session_id}`) is logged, never the raw path or query.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, rates: Callable[[], RateBook]) -> None:
         self.app = app
+        self.rates = rates
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = scope.get(PRINCIPAL_SCOPE_KEY)
+        if scope["type"] != "http" or not isinstance(principal, Principal):
+            await self.app(scope, receive, send)
+            return
+        rates, key, client = self.rates(), client_of(principal), principal.client_id
+        try:
+            rates.admit(key, client)
+        except APIError as exc:
+            await send_error(send, exc)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [(k.encode(), v.encode()) for k, v in rates.headers(key, client).items()]
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            record = observe.current()
+            if record is not None:
+                rates.charge(key, client, record.tokens)
+
+
+class Observe:
+    """Outermost: each request's record (appliance.observe), its correlation id returned as
+    X-Request-Id, and when it ends one audit line and its metrics.
+
+    The audit line is JSON with fixed keys, every value from a fixed set or a number: the
+    route template (never the raw path or query), the policy's client and peer ids, the
+    served model, the status and error code, tokens and milliseconds. The peer's tunnel
+    address is logged only behind NGINX, where NGINX alone sets it."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, behind_nginx: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.behind_nginx = behind_nginx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
+        headers = Headers(scope=scope)
+        record = observe.begin(headers.get(REQUEST_ID_HEADER))
+        tag = (REQUEST_ID_HEADER.encode(), record.request_id.encode())
         status = 0
-        sent = 0
 
-        async def counting_send(message: Message) -> None:
-            nonlocal status, sent
+        async def tagged_send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
+                message = {**message, "headers": [*message.get("headers", ()), tag]}
             await send(message)
 
         try:
-            await self.app(scope, receive, counting_send)
+            await self.app(scope, receive, tagged_send)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "-"
-            access_log.info(
-                "%s %s %d %dB %.1fms",
-                scope.get("method", "-"),
-                template,
-                status,
-                sent,
-                (time.perf_counter() - start) * 1000,
-            )
+            route = getattr(scope.get("route"), "path", None) or "-"
+            principal = scope.get(PRINCIPAL_SCOPE_KEY)
+            known = principal if isinstance(principal, Principal) else None
+            self.metrics.request_ended(record, route, status, known)
+            line = self._line(record, scope, route, status, known, headers)
+            # The message is the JSON line; journald's handler also takes its fields.
+            audit_log.info(json.dumps(line, separators=(",", ":")), extra={"audit": line})
+
+    def _line(
+        self,
+        record: observe.RequestRecord,
+        scope: Scope,
+        route: str,
+        status: int,
+        principal: Principal | None,
+        headers: Headers,
+    ) -> dict[str, object]:
+        return {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "request_id": record.request_id,
+            "client": client_label(principal),
+            "peer": principal.peer_id if principal is not None else "-",
+            "peer_address": _address(headers.get(PEER_HEADER)) if self.behind_nginx else None,
+            "method": scope.get("method", "-") if scope.get("method") in _METHODS else "-",
+            "route": route,
+            "model": record.model,
+            "status": record.error_status or status,
+            "error": record.error_code,
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "ttft_ms": None
+            if record.first_token_s is None
+            else round(record.first_token_s * 1000, 1),
+            "latency_ms": round((time.perf_counter() - record.started) * 1000, 1),
+        }
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _address(value: str | None) -> str | None:
+    try:
+        return None if value is None else str(ip_address(value))
+    except ValueError:
+        return None

@@ -63,6 +63,11 @@ class Quota(_Strict):
     tokens_per_month: Count | None = None
     # The client's class in the waiting line for KV sequences (KEEP_PRIORITY_CLASSES).
     priority: Annotated[int, Field(ge=0, le=15)] | None = None
+    # Rates (appliance.ratelimit) and requests in flight; unset: the settings' defaults.
+    requests_per_second: Annotated[float, Field(ge=0, le=100_000)] | None = None
+    request_burst: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    tokens_per_minute: Count | None = None
+    max_in_flight: Annotated[int, Field(ge=1, le=4096)] | None = None
 
 
 class ModelVersion(_Strict):

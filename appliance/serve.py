@@ -48,6 +48,9 @@ def _configure_logging(settings: ApplianceSettings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from appliance.journald import configure_audit
+
+    configure_audit()
 
 
 def _banner(settings: ApplianceSettings, dev_key: str | None) -> None:

@@ -105,6 +105,11 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._live) + len(self._ephemeral)
 
+    def collections(self) -> list[Collection]:
+        """The document collections sessions hold now (for the metrics' counts)."""
+        sessions = [*self._live.values(), *self._ephemeral]
+        return [s.collection for s in sessions if s.collection is not None]
+
     def open(self, principal: Principal, *, ephemeral: bool = False) -> Session:
         if not self._receipts.healthy:
             raise ReceiptsUnavailable("receipts cannot be written; no session can be opened")

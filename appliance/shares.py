@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from appliance.auth import Principal
@@ -69,6 +69,7 @@ class ClientShares:
         self._rag_budget = rag_budget
         self._rag_bytes = rag_bytes
         self._max_requests = max_requests
+        self._max_by_client: dict[str, int] = {}
         self._rate = embedding_inputs_per_minute / 60.0
         self._capacity = float(embedding_inputs_per_minute)
         self._clock = clock
@@ -79,10 +80,16 @@ class ClientShares:
 
     # Requests in flight: called on the event loop only.
 
+    def set_in_flight_limits(self, limits: Mapping[str, int]) -> None:
+        """Clients' own limits on requests in flight, from the policy; others keep the
+        settings' limit."""
+        self._max_by_client = dict(limits)
+
     def enter(self, client: str) -> None:
-        if self._in_flight[client] >= self._max_requests:
+        cap = self._max_by_client.get(client, self._max_requests)
+        if self._in_flight[client] >= cap:
             raise TooManyConcurrent(
-                f"this client has {self._max_requests} requests in flight; retry when one ends"
+                f"this client has {cap} requests in flight; retry when one ends"
             )
         self._in_flight.add(client)
 

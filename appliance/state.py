@@ -12,8 +12,10 @@ from appliance.access import PRINCIPAL_SCOPE_KEY, Access
 from appliance.auth import Principal
 from appliance.errors import Unauthorized
 from appliance.journal import ReceiptLog
+from appliance.metrics import Metrics
 from appliance.openai.models.serving import ModelServing
 from appliance.quotas import QuotaBook
+from appliance.ratelimit import RateBook
 from appliance.sessions import SessionRegistry
 from appliance.shares import ClientShares
 from inference.engine import Engine
@@ -36,6 +38,8 @@ class ApplianceState:
     collection_limits: CollectionLimits
     budget: MemoryBudget
     shares: ClientShares
+    rates: RateBook
+    metrics: Metrics
 
     @property
     def pinned(self) -> PinnedModel:

@@ -177,6 +177,7 @@ class Batch:
         return keep
 
     def step(self) -> None:
+        self.stats.last_step_seconds = 0.0
         for slot in list(self.turns.values()):
             try:
                 check(slot.request, slot.gen)
@@ -186,7 +187,6 @@ class Batch:
             return
         self._compact()
         self.stats.steps += 1
-        self.stats.last_step_seconds = 0.0
         generating = [slot for slot in self.turns.values() if not slot.prefilling]
         budget = self.model.config.n_batch
         if generating:

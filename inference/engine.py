@@ -108,6 +108,8 @@ class Engine:
         self._batch = Batch(model, self.kv, self.stats, prefill_order, lookup)
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._closed = False
+        # Told each step's decode seconds, on the scheduler thread (the metrics listen here).
+        self.on_step: Callable[[float], None] | None = None
         self._worker = threading.Thread(target=self._run, name="keep-inference", daemon=True)
         self._worker.start()
 
@@ -252,6 +254,8 @@ class Engine:
                     self._schedule()
                 if self._batch.turns:
                     self._batch.step()
+                    if self.on_step is not None and self.stats.last_step_seconds > 0:
+                        self.on_step(self.stats.last_step_seconds)
             except Exception as exc:  # noqa: BLE001 - a bug must not kill the scheduler
                 # Type only: an exception's text may quote a request.
                 log.error("inference step failed: %s", type(exc).__name__)

@@ -42,8 +42,10 @@ ENGINE_SETTINGS: dict[str, Any] = {
     "max_tokens_cap": 256,
     "dev_api_key": TEST_KEY,
     # One dev key stands in for the many clients of a real appliance; the fair-share tests
-    # (tests/integration/test_shares.py) run on the defaults.
+    # (tests/integration/test_shares.py) run on the defaults, and so do the rate limits'
+    # (tests/integration/test_rate_limits.py), which set their own.
     "client_max_requests": 128,
+    "client_request_burst": 100_000,
 }
 
 

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
-from appliance import multipart
+from appliance import multipart, observe
 from appliance.errors import InvalidRequest, NotFound, RateLimited, from_validation
 from appliance.keep_api.protocol import DocumentDeleted, DocumentList, DocumentOut, DocumentsIn
 from appliance.quotas import QuotaBook
@@ -93,7 +93,10 @@ class DocumentServing:
                 raise
             vectors = await embedder.encode_async([c.text for p in prepared for c in p.chunks])
             added: list[Document] = await embedder.run(collection.add, prepared, vectors)
-            self.quotas.charge(session.client_id, sum(c.tokens for p in prepared for c in p.chunks))
+            embedded = sum(c.tokens for p in prepared for c in p.chunks)
+            self.quotas.charge(session.client_id, embedded)
+            observe.served(embedder.name)
+            observe.tokens(embedded)
             session.touch()
         return added
 

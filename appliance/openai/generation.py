@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from appliance import observe
 from appliance.auth import Principal
 from appliance.errors import (
     APIError,
@@ -31,8 +31,9 @@ from appliance.errors import (
     from_inference,
 )
 from appliance.openai import sse
-from appliance.openai.protocol import GenerationFields, Usage
+from appliance.openai.protocol import GenerationFields
 from appliance.openai.responses import ClosingStream, cancel_on_disconnect, usage_of
+from appliance.openai.shapes import Shape
 from appliance.quotas import QuotaBook
 from appliance.sessions import Session, SessionRegistry
 from appliance.state import EngineDep, QuotasDep, SessionsDep, SettingsDep
@@ -54,60 +55,6 @@ from inference.sampling import Grammar, SamplingParams
 SESSION_HEADER = "x-keep-session"
 # The worker enforces the deadline itself; this margin only covers a job still queued.
 _DEADLINE_GRACE_S = 0.5
-
-
-class Shape(Protocol):
-    """How one endpoint family formats its objects."""
-
-    include_usage: bool
-
-    def first(self) -> dict[str, Any] | None: ...
-    def delta(self, text: str, logprobs: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
-        """The chunks a piece of text makes: none while a shape holds text back (a tool
-        call's tag not yet whole); the logprobs ride on the first chunk sent."""
-        ...
-
-    def last(self, reason: str, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]: ...
-    def usage_only(self, usage: Usage) -> dict[str, Any]: ...
-    def complete(
-        self, text: str, reason: str, usage: Usage, logprobs: Sequence[TokenLogprob]
-    ) -> dict[str, Any]: ...
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(12)}"
-
-
-class ShapeBase:
-    """What every endpoint family's objects share: id, timestamps, the usage slot. The
-    request's stream options decide, here alone, whether usage is streamed."""
-
-    chunk_object: str = ""
-    id_prefix: str = ""
-
-    def __init__(self, body: GenerationFields) -> None:
-        self.id = new_id(self.id_prefix)
-        self.created = int(time.time())
-        self.model = body.model
-        self.include_usage = body.include_usage()
-
-    def envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": obj,
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
-
-    def chunk(self, choice: dict[str, Any]) -> dict[str, Any]:
-        out = self.envelope(self.chunk_object, [choice])
-        if self.include_usage:
-            out["usage"] = None  # OpenAI sends the key on every chunk once usage is asked for
-        return out
-
-    def usage_only(self, usage: Usage) -> dict[str, Any]:
-        return self.envelope(self.chunk_object, []) | {"usage": usage.model_dump()}
 
 
 class GenerationServing:
@@ -145,6 +92,7 @@ class GenerationServing:
     def check_model(self, name: str) -> None:
         if name != self.model.pinned.name:
             raise ModelNotFound("the requested model does not exist", param="model")
+        observe.served(name)
 
     def admit(self, request: Request, principal: Principal) -> Session:
         """The request's session, taken before any work is done so that a full appliance
@@ -267,6 +215,7 @@ class GenerationServing:
             first = await _next(generation, job.deadline)
             if isinstance(first, Failed):
                 raise from_inference(first.error)
+            observe.first_token()  # Started: the first token is sampled in the same step
         except BaseException:
             if generation is not None:
                 generation.cancel()
@@ -295,6 +244,7 @@ class GenerationServing:
         session.prompt_tokens += finished.prompt_tokens
         session.completion_tokens += finished.completion_tokens
         self.quotas.charge(session.client_id, finished.prompt_tokens + finished.completion_tokens)
+        observe.tokens(finished.prompt_tokens, finished.completion_tokens)
 
     async def _collect(
         self,
@@ -359,6 +309,7 @@ class GenerationServing:
             except APIError as exc:  # the receipt could not be written: the stream fails
                 failure = failure or exc
         if failure is not None:
+            observe.failed(failure.code, failure.status, failure.limit)
             yield sse.event(envelope(failure), pad)
         yield sse.done(pad)
 

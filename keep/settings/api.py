@@ -37,7 +37,30 @@ class ApiSettings(View):
         ge=1,
         le=4096,
         description="Requests one client may have in flight at once, streams until their last "
-        "event, waiting ones included; past this it gets 429 before its body is read.",
+        "event, waiting ones included; past this it gets 429 before its body is read. A "
+        "client's policy entry may set its own (max_in_flight).",
+    )
+    client_requests_per_second: float = Field(
+        50.0,
+        ge=0,
+        le=100_000,
+        description="Requests per second one client may make, a token bucket KEEP_CLIENT_"
+        "REQUEST_BURST deep; past it 429 with Retry-After. 0 turns it off. A client's policy "
+        "entry may set its own (requests_per_second).",
+    )
+    client_request_burst: int = Field(
+        200,
+        ge=1,
+        le=1_000_000,
+        description="Requests one client may make at once above its rate (request_burst).",
+    )
+    client_tokens_per_minute: int = Field(
+        0,
+        ge=0,
+        le=10**12,
+        description="Tokens (prompt, completion and embedded) one client may use per minute; "
+        "past it 429 with Retry-After. 0 (the default) turns it off; the day's and month's "
+        "quotas still apply. A client's policy entry may set its own (tokens_per_minute).",
     )
     queue_depth: int = Field(
         128,

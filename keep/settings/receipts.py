@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from keep.settings.shared import AdminSocket, StateDir, View
+from keep.settings.shared import AdminSocket, MetricsSocket, StateDir, View
 
 
 class ReceiptSettings(View):
@@ -28,6 +28,15 @@ class ReceiptSettings(View):
         False,
         description="Make the admin socket 0660, for a control running as another user in "
         "the group of the socket's directory (set-group-ID, so the socket inherits it).",
+    )
+    metrics_socket: MetricsSocket
+    policy_max_age_s: int = Field(
+        120,
+        ge=10,
+        le=7 * 86400,
+        description="Seconds without a policy push from control (keep-control-sync pushes "
+        "every 10 s) after which the KeepPolicyStale alert fires; exported as "
+        "keep_policy_max_age_seconds for the rule to compare against.",
     )
     admin_max_entries: int = Field(
         1000, ge=1, le=100_000, description="Most receipts one admin pull returns."

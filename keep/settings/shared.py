@@ -63,6 +63,16 @@ ListenSocket = Annotated[
         "its peer's tunnel address.",
     ),
 ]
+MetricsSocket = Annotated[
+    Path | None,
+    AfterValidator(_unix_socket_path),
+    Field(
+        None,
+        description="A second unix socket that serves /metrics alone (mode 0666, in a "
+        "directory of NGINX's group), for NGINX's management listener to expose to the "
+        "management networks. Unset: /metrics only on the admin socket.",
+    ),
+]
 AdminSocket = Annotated[
     Path,
     AfterValidator(_unix_socket_path),

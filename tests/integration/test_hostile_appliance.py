@@ -143,7 +143,9 @@ def test_a_hostile_client_gets_4xx_in_bounds_and_the_appliance_stays_whole(
     assert server.process.poll() is None
     assert grown < 200, grown
     log = server.log()
-    assert "POST /v1/chat/completions 400" in log  # the log is the server's, and was written
+    # The log is the server's, and its audit lines were written.
+    assert '"method":"POST","route":"/v1/chat/completions"' in log
+    assert '"status":400' in log
     assert CANARY not in log
     assert "Traceback" not in log
     print(

@@ -22,9 +22,10 @@ from appliance.openai.chat.protocol import (
     JsonObjectFormat,
     JsonSchemaFormat,
 )
-from appliance.openai.generation import GenerationServing, ShapeBase
+from appliance.openai.generation import GenerationServing
 from appliance.openai.logprobs import chat_content
 from appliance.openai.protocol import Usage
+from appliance.openai.shapes import ShapeBase
 from inference import grammar as grammars
 from inference.grammar import SchemaLimits
 from inference.logprobs import TokenLogprob

@@ -11,9 +11,10 @@ from fastapi.responses import Response
 
 from appliance.auth import Principal
 from appliance.openai.completions.protocol import CompletionRequest
-from appliance.openai.generation import GenerationServing, ShapeBase
+from appliance.openai.generation import GenerationServing
 from appliance.openai.logprobs import CompletionLogprobs
 from appliance.openai.protocol import Usage
+from appliance.openai.shapes import ShapeBase
 from inference.logprobs import TokenLogprob
 
 

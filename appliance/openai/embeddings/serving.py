@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from appliance import observe
 from appliance.auth import Principal
 from appliance.errors import InvalidRequest, ModelNotFound
 from appliance.openai.embeddings.protocol import EmbeddingRequest
@@ -29,6 +30,7 @@ class EmbeddingServing:
         embedder = self.embedder
         if body.model != embedder.name:
             raise ModelNotFound("the requested model does not exist", param="model")
+        observe.served(embedder.name)
         if body.dimensions is not None and body.dimensions != embedder.dimension:
             raise InvalidRequest(
                 f"dimensions: this embedder's vectors have {embedder.dimension} dimensions and "
@@ -49,6 +51,7 @@ class EmbeddingServing:
         vectors = await embedder.encode_async(texts)
         tokens = await embedder.run(embedder.count_tokens, texts)
         self.quotas.charge(principal.client_id, tokens)
+        observe.tokens(tokens)
         data = []
         for i, vector in enumerate(vectors):
             embedding: Any = (
