@@ -31,7 +31,7 @@ import re
 import signal
 import subprocess
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 
 import jinja2
@@ -135,6 +135,13 @@ def _address(setting: str, value: str) -> str:
         raise _refuse(setting, value, "not an IP address without a scope") from None
 
 
+def _network(setting: str, value: str) -> str:
+    try:
+        return str(ip_network(value, strict=True))
+    except ValueError:
+        raise _refuse(setting, value, "not a network in CIDR form") from None
+
+
 def _port(setting: str, value: object) -> int:
     port = _count(setting, value, 1)
     if port > 65535:
@@ -194,6 +201,12 @@ def template_values(settings: PerimeterSettings, upstream_socket: Path) -> dict[
         ],
         "admin_static_dir": _path("Django's admin static directory", _admin_static()),
         "control_socket": _path("KEEP_CONTROL_SOCKET", settings.control_socket),
+        "metrics_socket": None
+        if settings.metrics_socket is None
+        else _path("KEEP_METRICS_SOCKET", settings.metrics_socket),
+        "management_networks": [
+            _network("KEEP_MANAGEMENT_NETWORKS", net) for net in settings.management_networks
+        ],
     }
 
 

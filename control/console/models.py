@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.core.validators import MaxValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -108,6 +108,21 @@ class Quota(models.Model):
     # to KEEP_PRIORITY_CLASSES - 1); empty means KEEP_CLIENT_DEFAULT_PRIORITY.
     priority = models.PositiveSmallIntegerField(
         null=True, blank=True, validators=[MaxValueValidator(15)]
+    )
+    # The client's rates and requests in flight (appliance/ratelimit.py); empty means the
+    # appliance's KEEP_CLIENT_REQUESTS_PER_SECOND, _REQUEST_BURST, _TOKENS_PER_MINUTE and
+    # _MAX_REQUESTS.
+    requests_per_second = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100_000)]
+    )
+    request_burst = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)]
+    )
+    tokens_per_minute = models.PositiveBigIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(10**15)]
+    )
+    max_in_flight = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(4096)]
     )
 
     def __str__(self) -> str:

@@ -71,6 +71,10 @@ def policy_document(*, version: int) -> dict[str, Any]:
                 "requests_per_month": q.requests_per_month,
                 "tokens_per_month": q.tokens_per_month,
                 "priority": q.priority,
+                "requests_per_second": q.requests_per_second,
+                "request_burst": q.request_burst,
+                "tokens_per_minute": q.tokens_per_minute,
+                "max_in_flight": q.max_in_flight,
             }
             for q in Quota.objects.select_related("client")
         ],

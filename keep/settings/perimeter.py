@@ -13,6 +13,7 @@ from keep.settings.shared import (
     ControlSocket,
     ListenSocket,
     MaxBodyBytes,
+    MetricsSocket,
     RagMaxUploadBytes,
     RequestDeadline,
     StateDir,
@@ -27,6 +28,7 @@ class PerimeterSettings(View):
     state_dir: StateDir
     listen_socket: ListenSocket
     control_socket: ControlSocket
+    metrics_socket: MetricsSocket
     control_allowed_hosts: ControlAllowedHosts
     max_body_bytes: MaxBodyBytes
     rag_max_upload_bytes: RagMaxUploadBytes

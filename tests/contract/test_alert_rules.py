@@ -81,3 +81,12 @@ def test_a_weakened_rule_fails_its_test(tmp_path: Path, original: str, weakened:
     result = promtool("test", "rules", "alerts_test.yml", cwd=tmp_path)
     assert result.returncode != 0
     assert "FAILED" in result.stdout + result.stderr
+
+
+def test_every_alert_names_a_runbook_that_exists_and_names_it_back() -> None:
+    root = RULES.parents[1]
+    groups = yaml.safe_load((RULES / "alerts.yml").read_text())["groups"]
+    for rule in (r for g in groups for r in g["rules"]):
+        runbook = root / rule["annotations"]["runbook"]
+        assert runbook.is_file(), (rule["alert"], runbook)
+        assert rule["alert"] in runbook.read_text(), (rule["alert"], runbook)

@@ -274,6 +274,9 @@ def test_churn_of_200_peers_while_the_client_streams(lab: Lab, unblocked: None) 
     result = json.loads(out)
     assert result["errors"] == []
     assert result["ok"] >= 3
+    # Requests that met a keepalive connection closed by a reload, unanswered, and were sent
+    # again: a few at most in 400 reloads.
+    assert result["reconnects"] <= 3
     assert wg_peers(lab) == db_active_keys()
     deadline = time.monotonic() + 30
     while _counts(lab) != baseline and time.monotonic() < deadline:

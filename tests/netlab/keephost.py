@@ -45,7 +45,9 @@ class KeepHost:
             "wg_subnet": TUNNEL,
             "wg_endpoint": f"{net.address('host')}:51820",
             "external_interface": "eth0",
-            "management_networks": (MANAGEMENT,),
+            # The host's own Prometheus scrapes from loopback (tests/e2e/test_prometheus.py).
+            "management_networks": (MANAGEMENT, "127.0.0.1/32"),
+            "metrics_socket": root / "run" / "api" / "metrics.sock",
             "tls_server_name": SERVER_NAME,
             "nginx_dir": root / "nginx",
             "nginx_runtime_dir": self.runtime,

@@ -185,16 +185,25 @@ def chat(
             }
             response = http.post("/v1/chat/completions", json=body)
             return {"status": response.status_code, "body": response.json()}
-        ok, errors = 0, []
+        import httpx
+
+        ok, errors, reconnects = 0, [], 0
         while not Path(until).exists():
             try:
                 if stream_answer(http, question, max_tokens=16):
                     ok += 1
                 else:
                     errors.append("empty answer")
+            except httpx.RemoteProtocolError as exc:
+                # An idle keepalive connection that an NGINX worker closed at a reload, just
+                # as the next request went out on it: not one byte of an answer came back, so
+                # a client sends it again on a new connection (as openai's client does).
+                if "without sending a response" not in str(exc):
+                    errors.append(type(exc).__name__ + ": " + str(exc)[:200])
+                reconnects += 1
             except Exception as exc:  # noqa: BLE001  (every failure is counted, none ends the loop)
                 errors.append(type(exc).__name__ + ": " + str(exc)[:200])
-        return {"ok": ok, "errors": errors}
+        return {"ok": ok, "errors": errors, "reconnects": reconnects}
 
 
 def session(base: str, key: str, ca: str, document: str, question: str, out: str) -> Any:

@@ -38,7 +38,10 @@ def test_the_template_reads_exactly_the_values_it_is_given(tmp_path: Path) -> No
 
 
 def test_a_missing_value_stops_the_rendering(tmp_path: Path) -> None:
-    values = nginx.template_values(perimeter_settings(tmp_path), tmp_path / "s")
+    every_branch = perimeter_settings(
+        tmp_path, metrics_socket=tmp_path / "m.sock", management_networks=("203.0.113.0/24",)
+    )
+    values = nginx.template_values(every_branch, tmp_path / "s")
     for name in values:
         with pytest.raises(jinja2.UndefinedError, match=name):
             nginx.template().render({k: v for k, v in values.items() if k != name})
@@ -50,6 +53,29 @@ def test_the_upload_route_alone_takes_the_upload_limit(tmp_path: Path) -> None:
     upload = text[text.index(UPLOAD_LOCATION) :]
     assert upload.splitlines()[1].strip() == f"client_max_body_size {8 << 20};"
     assert text.count("location ~") == 1
+
+
+def test_the_appliance_metrics_are_proxied_to_the_management_networks_alone(
+    tmp_path: Path,
+) -> None:
+    assert "/metrics" not in nginx.render(perimeter_settings(tmp_path), tmp_path / "s")
+    settings = perimeter_settings(
+        tmp_path,
+        metrics_socket=tmp_path / "api" / "metrics.sock",
+        management_networks=("203.0.113.0/24", "2001:db8::/64"),
+    )
+    text = nginx.render(settings, tmp_path / "s")
+    block = text[text.index("location = /metrics/appliance {") :].split("}")[0]
+    assert [line.strip() for line in block.splitlines()[1:] if line.strip()] == [
+        "allow 203.0.113.0/24;",
+        "allow 2001:db8::/64;",
+        "deny all;",
+        f"proxy_pass http://unix:{tmp_path / 'api' / 'metrics.sock'}:/metrics;",
+    ]
+    management = text[text.index(f"listen {settings.management_address}") :]
+    assert "location = /metrics/appliance" in management  # on the management listener only
+    api = text[: text.index(f"listen {settings.management_address}")]
+    assert "/metrics" not in api
 
 
 # One line each: a setting, a value that would end its directive and open another (or is
@@ -81,6 +107,8 @@ INJECTIONS = [
     ("state_dir", Path("/var/lib/keep#"), "KEEP_STATE_DIR"),
     ("control_socket", Path("/run/keep-control/control.sock; include /x"), "KEEP_CONTROL_SOCKET"),
     ("control_socket", Path("/run/keep:control.sock"), "KEEP_CONTROL_SOCKET"),
+    ("metrics_socket", Path("/run/keep/m.sock; include /x"), "KEEP_METRICS_SOCKET"),
+    ("management_networks", ("203.0.113.0/24; allow all",), "KEEP_MANAGEMENT_NETWORKS"),
     ("management_address", "127.0.0.1; include /etc/passwd", "KEEP_MANAGEMENT_ADDRESS"),
     ("management_address", "fe80::1%eth0;\n include evil.conf", "KEEP_MANAGEMENT_ADDRESS"),
     ("management_port", "8443; include /etc/passwd", "KEEP_MANAGEMENT_PORT"),
